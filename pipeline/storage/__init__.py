@@ -1,0 +1,1 @@
+"""Storage: the SQL schema (SQLAlchemy Core + Alembic), idempotent batch writes, checkpoints."""
