@@ -1,0 +1,62 @@
+"""Event-time parsing and formatting (RFC 3339, UTC, millisecond precision)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+#: Epoch seconds accepted for ``ts``: 1970-01-01 up to (not including) year 3000.
+MAX_EPOCH = 32503680000.0
+
+
+class TimestampError(ValueError):
+    pass
+
+
+def parse_ts(value: object) -> tuple[float, bool]:
+    """Parse a contract ``ts`` into (epoch seconds, was_naive).
+
+    A string without a UTC offset is read as UTC and reported as naive.
+
+    >>> parse_ts("2026-11-26T06:33:34.120Z")
+    (1795674814.12, False)
+    >>> parse_ts("2026-11-26T06:33:34")[1]
+    True
+    >>> parse_ts(1795674814.12)
+    (1795674814.12, False)
+    """
+    if isinstance(value, bool):
+        raise TimestampError("ts must be an RFC 3339 string or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts) or ts < 0 or ts >= MAX_EPOCH:
+            raise TimestampError(f"ts {value!r} is out of range for epoch seconds")
+        return ts, False
+    if not isinstance(value, str):
+        raise TimestampError(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+    if not (19 <= len(value) <= 40) or value[4:5] != "-" or value[10:11] not in ("T", "t", " "):
+        raise TimestampError(f"ts {value[:40]!r} is not an RFC 3339 date-time")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise TimestampError(f"ts {value[:40]!r} is not an RFC 3339 date-time") from None
+    naive = dt.tzinfo is None
+    if naive:
+        dt = dt.replace(tzinfo=UTC)
+    ts = dt.timestamp()
+    if ts < 0 or ts >= MAX_EPOCH:
+        raise TimestampError(f"ts {value!r} is out of range")
+    return round(ts, 6), naive
+
+
+def format_ts(ts: float | None) -> str | None:
+    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds; sorts as text).
+
+    >>> format_ts(1795674814.12)
+    '2026-11-26T06:33:34.120Z'
+    """
+    if ts is None:
+        return None
+    ms = int(round(ts * 1000.0))
+    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
