@@ -1,0 +1,128 @@
+"""Typed configuration: defaults visible in one place, per-model overrides from a YAML file.
+
+A first run needs no file. A YAML file may set any field of :class:`MonitorConfig`; under
+``models:`` it overrides :class:`ModelConfig` fields per model name, merged onto ``defaults``::
+
+    batch_size: 2000
+    defaults:
+      events_between_false_alarms: 1.0e7
+    models:
+      fraud-scorer:
+        classes: ["legit", "fraud"]
+        detectors:
+          extraction: {enabled: false}
+          drift: {params: {reference_size: 5000}}
+
+The effective configuration is hashed (``config_hash``) and stored with every run and alert.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from detectors.base import stable_hash
+
+#: Detectors that judge a whole model stream share the model's false-alarm budget.
+STREAM_DETECTORS = ("drift", "performance")
+DEFAULT_DETECTORS = ("drift", "performance", "outlier", "campaign", "extraction")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class DetectorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _default_detectors() -> dict[str, DetectorSpec]:
+    return {name: DetectorSpec() for name in DEFAULT_DETECTORS}
+
+
+class ModelConfig(BaseModel):
+    """Detector settings of one model (all its versions and partitions)."""
+
+    model_config = ConfigDict(extra="forbid")
+    events_between_false_alarms: float = Field(
+        1e7, gt=1, description="False-alarm budget of the model's stream-level tests: expected events between false alarms, shared by all of them."
+    )
+    event_fpr: float = Field(1e-3, gt=0, lt=1, description="Per-event false-positive budget of per-event detectors.")
+    seed: int = Field(0, description="Seed of every detector's randomness.")
+    classes: list[str] | None = Field(None, description="Class names for probabilities sent as arrays.")
+    detectors: dict[str, DetectorSpec] = Field(default_factory=_default_detectors)
+
+
+class MonitorConfig(BaseModel):
+    """Pipeline-wide settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = Field(2000, ge=1, le=1_000_000, description="Events per micro-batch.")
+    max_batch_seconds: float = Field(1.0, gt=0, description="Longest wait to fill a micro-batch (Kafka).")
+    max_message_bytes: int = Field(1 << 20, ge=64, description="Larger messages are dead-lettered.")
+    dedup_horizon: int = Field(200_000, ge=0, description="Most recent event ids remembered per partition to drop redeliveries.")
+    label_ttl_seconds: float = Field(7 * 86400.0, gt=0, description="Event-time span a prediction waits for its delayed label.")
+    max_pending_labels: int = Field(500_000, ge=0, description="Most predictions awaiting labels per partition (oldest evicted).")
+    unmatched_labels_alert_at: int = Field(100, ge=1, description="Unmatched labels in a partition before a data_quality alert.")
+    dead_letters_alert_at: int = Field(100, ge=1, description="Dead letters in a partition before a data_quality alert.")
+    checkpoint_every_events: int = Field(50_000, ge=1, description="Snapshot detector state and positions after this many events.")
+    defaults: ModelConfig = Field(default_factory=ModelConfig)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, override in value.items():
+            if not isinstance(override, dict):
+                raise ValueError(f"models.{name} must be a mapping")
+        return value
+
+    def for_model(self, model: str) -> ModelConfig:
+        """Effective settings of ``model``: its overrides merged onto ``defaults``."""
+        override = self.models.get(model)
+        if not override:
+            return self.defaults
+        merged = self.defaults.model_dump()
+        for key, value in override.items():
+            if key == "detectors" and isinstance(value, dict):
+                for det, spec in value.items():
+                    base = merged["detectors"].get(det, {"enabled": True, "params": {}})
+                    spec = dict(spec or {})
+                    base = {**base, **{k: v for k, v in spec.items() if k != "params"}}
+                    base["params"] = {**base.get("params", {}), **spec.get("params", {})}
+                    merged["detectors"][det] = base
+            else:
+                merged[key] = value
+        return ModelConfig.model_validate(merged)
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def load_config(path: str | Path | None) -> MonitorConfig:
+    """Load a YAML config (``None``: built-in defaults). Errors are one readable line."""
+    if path is None:
+        return MonitorConfig()
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {p} must be a YAML mapping")
+    try:
+        cfg = MonitorConfig.model_validate(data)
+        for name in cfg.models:
+            cfg.for_model(name)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"invalid config {p}: {where}: {first['msg']}") from None
+    return cfg

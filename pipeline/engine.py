@@ -1,0 +1,387 @@
+"""The pure processing core: raw messages in, database rows out. No I/O, no clock.
+
+Stages per micro-batch: decode → validate → drop redeliveries → route by (model, version,
+partition) → columnar batches → detectors → rows. State is kept per *scope* (a source partition;
+a file replay has one), so that a Kafka consumer can snapshot and hand over partitions
+independently. Everything depends only on the order of messages within a partition, never on
+how the stream was cut into micro-batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors import builtin
+from detectors.base import (
+    REGISTRY,
+    Detector,
+    DetectorContext,
+    DetectorOutput,
+    Finding,
+    Kind,
+    Severity,
+    stable_hash,
+)
+from pipeline import rows
+from pipeline.config import DEFAULT_DETECTORS, STREAM_DETECTORS, ConfigError, MonitorConfig
+from pipeline.decode import DecodeError, class_key, decode_label, decode_prediction
+from pipeline.events import OutcomeBatch, PredictionEvent, RawMessage, RouteKey
+from pipeline.memory import PendingPredictions, RecentIds
+from pipeline.routing import build_batch, conforms, describe_features, learn_schema
+
+log = logging.getLogger(__name__)
+
+#: Distinct feature layouts reported per route before further changes are only counted.
+MAX_SCHEMA_NOTICES = 20
+STATE_VERSION = 1
+
+
+@dataclass
+class BatchResult:
+    """Rows produced by one micro-batch, ready for an idempotent write."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alert_updates: list[dict[str, Any]] = field(default_factory=list)
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    events: int = 0
+    duplicates: int = 0
+    max_ts: float | None = None
+
+
+class RouteState:
+    """A route's learned schema, its detectors and its data-quality memory."""
+
+    def __init__(self, route: RouteKey, schema_event: PredictionEvent, detectors: list[Detector]) -> None:
+        self.route = route
+        self.schema = learn_schema(schema_event)
+        self.detectors = detectors
+        self.signatures: list[str] = [describe_features(schema_event)]
+        self.naive_ts = 0
+
+
+class ScopeState:
+    """Everything the engine remembers for one source partition."""
+
+    def __init__(self, partition: int, config: MonitorConfig) -> None:
+        self.partition = partition
+        self.recent = RecentIds(config.dedup_horizon)
+        self.pending = PendingPredictions(config.max_pending_labels, config.label_ttl_seconds)
+        self.routes: dict[RouteKey, RouteState] = {}
+        self.route_order: list[RouteKey] = []
+        self.watermark = float("-inf")
+        self.events = 0
+        self.duplicates = 0
+        self.dead_letters = 0
+        self.labels_matched = 0
+        self.labels_unmatched = 0
+        self.positions: dict[str, int] = {}
+        self.dirty = False
+
+
+class Engine:
+    """Processes micro-batches of raw messages into rows for the run ``run``.
+
+    >>> from pipeline.config import MonitorConfig
+    >>> eng = Engine(MonitorConfig(), run="doc")
+    >>> msg = RawMessage("predictions", "file:predictions", 0, 1, b'{"event_id": 1}')
+    >>> eng.process([msg]).dead_letters[0]["reason"]
+    'event_id must be a string, got integer'
+    """
+
+    def __init__(self, config: MonitorConfig, run: str) -> None:
+        self.config = config
+        self.run = run
+        self.config_hash = config.config_hash()
+        self.scopes: dict[int, ScopeState] = {}
+        builtin.load()
+        for name in self._configured_detector_names():
+            if name not in REGISTRY and name not in DEFAULT_DETECTORS:
+                raise ConfigError(f"unknown detector {name!r} in config (known: {', '.join(sorted(REGISTRY))})")
+
+    # -- scopes ---------------------------------------------------------------------------
+    def scope(self, partition: int) -> ScopeState:
+        s = self.scopes.get(partition)
+        if s is None:
+            s = self.scopes[partition] = ScopeState(partition, self.config)
+        return s
+
+    def drop_scope(self, partition: int) -> None:
+        self.scopes.pop(partition, None)
+
+    def _configured_detector_names(self) -> set[str]:
+        names = {n for n, spec in self.config.defaults.detectors.items() if spec.enabled}
+        for model in self.config.models:
+            names |= {n for n, spec in self.config.for_model(model).detectors.items() if spec.enabled}
+        return names
+
+    def _make_detectors(self, route: RouteKey, event: PredictionEvent) -> list[Detector]:
+        mc = self.config.for_model(route.model)
+        schema = learn_schema(event)
+        enabled = [n for n, spec in mc.detectors.items() if spec.enabled and n in REGISTRY]
+        n_stream = max(1, sum(1 for n in enabled if n in STREAM_DETECTORS))
+        out: list[Detector] = []
+        for name in sorted(enabled):
+            budget = mc.events_between_false_alarms * (n_stream if name in STREAM_DETECTORS else 1)
+            ctx = DetectorContext(
+                route=route,
+                schema=schema,
+                seed=mc.seed,
+                events_between_false_alarms=budget,
+                event_fpr=mc.event_fpr,
+                extra={"classes": mc.classes},
+            )
+            out.append(REGISTRY[name](ctx, **mc.detectors[name].params))
+        return out
+
+    # -- processing -----------------------------------------------------------------------
+    def process(self, messages: list[RawMessage]) -> BatchResult:
+        result = BatchResult()
+        groups: dict[RouteKey, list[PredictionEvent]] = defaultdict(list)
+        outcomes: dict[RouteKey, list[tuple[str, float, float, float]]] = defaultdict(list)
+        dq: list[tuple[RouteKey, Finding]] = []
+
+        for msg in messages:
+            scope = self.scope(msg.partition)
+            scope.dirty = True
+            pos_key = f"{msg.source}:{msg.partition}"
+            scope.positions[pos_key] = msg.offset + 1
+            result.positions[pos_key] = msg.offset + 1
+            try:
+                if msg.stream == "labels":
+                    label = decode_label(msg.value, self.config.max_message_bytes)
+                    if scope.recent.seen_before("label:" + label.event_id):
+                        scope.duplicates += 1
+                        result.duplicates += 1
+                        continue
+                    scope.watermark = max(scope.watermark, label.ts)
+                    self._join_label(scope, label.event_id, label.ts, class_key(label.label), outcomes, dq,
+                                     label.model)
+                    continue
+                event = decode_prediction(msg.value, self.config.max_message_bytes)
+            except DecodeError as exc:
+                result.dead_letters.append(self._dead_letter(scope, msg, str(exc)))
+                scope.dead_letters += 1
+                if scope.dead_letters in _alert_points(self.config.dead_letters_alert_at):
+                    dq.append(self._dead_letter_alert(scope, msg, str(exc)))
+                continue
+            if scope.recent.seen_before(event.event_id):
+                scope.duplicates += 1
+                result.duplicates += 1
+                continue
+            route = RouteKey(event.model, event.model_version, msg.partition)
+            state = scope.routes.get(route)
+            if state is None:
+                state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event))
+                scope.route_order.append(route)
+            elif not conforms(state.schema, event):
+                self._schema_notice(state, event, dq)
+            if event.naive_ts:
+                state.naive_ts += 1
+                if state.naive_ts == 1:
+                    dq.append((route, self._dq_finding(
+                        "timestamps", event.event_id, event.ts, float(state.naive_ts),
+                        {"summary": "ts without a UTC offset, read as UTC", "example": str(event.raw.get("ts"))[:40]},
+                        Severity.INFO)))
+            scope.watermark = max(scope.watermark, event.ts)
+            scope.events += 1
+            result.events += 1
+            groups[route].append(event)
+            predicted = class_key(event.prediction) or ""
+            if event.label is not None:
+                err = 0.0 if class_key(event.label) == predicted else 1.0
+                outcomes[route].append((event.event_id, event.ts, event.ts, err))
+            else:
+                scope.pending.add(event.event_id, scope.route_order.index(route), predicted, event.ts)
+
+        for route, events in groups.items():
+            state = self.scope(route.partition).routes[route]
+            batch = build_batch(route, state.schema, events)
+            payloads = dict(zip(batch.event_ids, batch.payloads, strict=True))
+            ts_by_id = dict(zip(batch.event_ids, batch.ts.tolist(), strict=True))
+            for det in state.detectors:
+                if det.consumes == "events":
+                    self._collect(result, route, det.process(batch), payloads, ts_by_id)
+        for route, rows_ in outcomes.items():
+            state = self.scope(route.partition).routes[route]
+            ob = OutcomeBatch(
+                route=route,
+                event_ids=[r[0] for r in rows_],
+                ts=np.array([r[1] for r in rows_]),
+                predicted_ts=np.array([r[2] for r in rows_]),
+                error=np.array([r[3] for r in rows_]),
+            )
+            for det in state.detectors:
+                if det.consumes == "outcomes":
+                    self._collect(result, route, det.process_outcomes(ob), {}, {})
+        for route, finding in dq:
+            self._add_finding(result, route, finding)
+        for scope in self.scopes.values():
+            if scope.dirty:
+                scope.pending.expire(scope.watermark)
+        ts_values = [s.watermark for s in self.scopes.values() if s.watermark > float("-inf")]
+        result.max_ts = max(ts_values) if ts_values else None
+        return result
+
+    def _join_label(self, scope: ScopeState, event_id: str, ts: float, label: str | None,
+                    outcomes: dict[RouteKey, list[tuple[str, float, float, float]]],
+                    dq: list[tuple[RouteKey, Finding]], model: str | None) -> None:
+        item = scope.pending.take(event_id, scope.watermark)
+        if item is None:
+            scope.labels_unmatched += 1
+            if scope.labels_unmatched in _alert_points(self.config.unmatched_labels_alert_at):
+                route = RouteKey(model or "*", None, scope.partition)
+                first = scope.labels_unmatched == self.config.unmatched_labels_alert_at
+                dq.append((route, self._dq_finding(
+                    "labels", f"unmatched-labels:p{scope.partition}", ts, float(scope.labels_unmatched),
+                    {"summary": f"{scope.labels_unmatched} labels matched no prediction within the TTL",
+                     "unmatched": scope.labels_unmatched, "matched": scope.labels_matched,
+                     "last_unmatched_event_id": event_id},
+                    Severity.WARNING, update=not first)))
+            return
+        route_index, predicted, pred_ts = item
+        scope.labels_matched += 1
+        if label is None:
+            return
+        route = scope.route_order[route_index]
+        outcomes[route].append((event_id, ts, pred_ts, 0.0 if label == predicted else 1.0))
+
+    def _schema_notice(self, state: RouteState, event: PredictionEvent, dq: list[tuple[RouteKey, Finding]]) -> None:
+        sig = describe_features(event)
+        if sig in state.signatures or len(state.signatures) >= MAX_SCHEMA_NOTICES:
+            return
+        state.signatures.append(sig)
+        dq.append((state.route, self._dq_finding(
+            "schema", event.event_id, event.ts, 1.0,
+            {"summary": "feature layout differs from the learned schema; missing features are scored as missing",
+             "expected": state.signatures[0], "got": sig},
+            Severity.WARNING)))
+
+    def _dq_finding(self, what: str, trigger: str, ts: float, score: float, explanation: dict[str, Any],
+                    severity: Severity, update: bool = False) -> Finding:
+        return Finding(
+            kind=Kind.DATA_QUALITY, detector=f"data_quality.{what}", config_hash=self.config_hash,
+            trigger_event_id=trigger, raised_at=ts, score=score, threshold=None, severity=severity,
+            explanation=explanation, window_start=ts, window_end=ts, updated_at=ts if update else None,
+            is_update=update,
+        )
+
+    def _dead_letter(self, scope: ScopeState, msg: RawMessage, reason: str) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "source": msg.source,
+            "partition": msg.partition,
+            "position": msg.offset,
+            "stream": msg.stream,
+            "reason": reason[:2000],
+            "raw": msg.value,
+            "raw_preview": msg.value[:500].decode("utf-8", errors="replace"),
+            "event_time_ts": scope.watermark if scope.watermark > float("-inf") else None,
+        }
+
+    def _dead_letter_alert(self, scope: ScopeState, msg: RawMessage, reason: str) -> tuple[RouteKey, Finding]:
+        ts = scope.watermark if scope.watermark > float("-inf") else 0.0
+        first = scope.dead_letters == self.config.dead_letters_alert_at
+        return RouteKey("*", None, scope.partition), self._dq_finding(
+            "dead_letters", f"dead-letters:{msg.source}:p{scope.partition}", ts, float(scope.dead_letters),
+            {"summary": f"{scope.dead_letters} malformed messages dead-lettered", "last_reason": reason[:300],
+             "last_position": f"{msg.source}:{msg.partition}:{msg.offset}"},
+            Severity.WARNING, update=not first)
+
+    def _collect(self, result: BatchResult, route: RouteKey, out: DetectorOutput,
+                 payloads: dict[str, dict[str, Any]], ts_by_id: dict[str, float]) -> None:
+        for f in out.findings:
+            self._add_finding(result, route, f)
+        for fl in out.flagged:
+            if fl.event_id in payloads:
+                result.flagged.append(rows.flagged_row(self.run, route, fl, ts_by_id[fl.event_id], payloads[fl.event_id]))
+        result.stats.extend(rows.stat_row(self.run, route, s) for s in out.stats)
+
+    def _add_finding(self, result: BatchResult, route: RouteKey, f: Finding) -> None:
+        row = rows.alert_row(self.run, route, f)
+        (result.alert_updates if f.is_update else result.alerts).append(row)
+
+    # -- state ----------------------------------------------------------------------------
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """State of one scope, for ``pipeline.statecodec``; marks the scope clean."""
+        s = self.scope(partition)
+        s.dirty = False
+        return {
+            "engine_state_version": STATE_VERSION,
+            "config_hash": self.config_hash,
+            "partition": partition,
+            "recent": s.recent.state(),
+            "pending": s.pending.state(),
+            "watermark": s.watermark,
+            "counters": {"events": s.events, "duplicates": s.duplicates, "dead_letters": s.dead_letters,
+                         "labels_matched": s.labels_matched, "labels_unmatched": s.labels_unmatched},
+            "positions": dict(s.positions),
+            "routes": [
+                {
+                    "model": r.model, "model_version": r.model_version,
+                    "schema_event": _schema_event_state(s.routes[r]),
+                    "signatures": s.routes[r].signatures, "naive_ts": s.routes[r].naive_ts,
+                    "detectors": [d.state_dict() for d in s.routes[r].detectors],
+                }
+                for r in s.route_order
+            ],
+        }
+
+    def restore(self, partition: int, snap: dict[str, Any]) -> None:
+        if snap.get("engine_state_version") != STATE_VERSION:
+            raise ValueError(f"checkpoint has engine state version {snap.get('engine_state_version')}, expected {STATE_VERSION}")
+        if snap.get("config_hash") != self.config_hash:
+            raise ConfigError(
+                f"checkpoint of run {self.run!r} was made with config {snap.get('config_hash')}, "
+                f"not the current {self.config_hash}: use the same config or a new --run name")
+        s = ScopeState(partition, self.config)
+        s.recent.load(snap["recent"])
+        s.pending.load(snap["pending"])
+        s.watermark = float(snap["watermark"])
+        c = snap["counters"]
+        s.events, s.duplicates, s.dead_letters = int(c["events"]), int(c["duplicates"]), int(c["dead_letters"])
+        s.labels_matched, s.labels_unmatched = int(c["labels_matched"]), int(c["labels_unmatched"])
+        s.positions = {k: int(v) for k, v in snap["positions"].items()}
+        for r in snap["routes"]:
+            route = RouteKey(r["model"], r["model_version"], partition)
+            ev = _schema_event_from_state(r["schema_event"], route)
+            state = RouteState(route, ev, self._make_detectors(route, ev))
+            state.signatures = list(r["signatures"])
+            state.naive_ts = int(r["naive_ts"])
+            for det, det_state in zip(state.detectors, r["detectors"], strict=True):
+                det.load_state_dict(det_state)
+            s.routes[route] = state
+            s.route_order.append(route)
+        self.scopes[partition] = s
+
+
+def _alert_points(first: int) -> set[int]:
+    """Counts at which a data-quality alert is raised (first) or updated: first × 10^k."""
+    return {first * 10**k for k in range(12)}
+
+
+def _schema_event_state(state: RouteState) -> dict[str, Any]:
+    sc = state.schema
+    return {"numeric": list(sc.numeric), "categorical": list(sc.categorical), "from_array": sc.from_array}
+
+
+def _schema_event_from_state(st: dict[str, Any], route: RouteKey) -> PredictionEvent:
+    """A stand-in first event that reproduces the learned schema."""
+    if st["from_array"]:
+        features: Any = [0.0] * len(st["numeric"])
+    else:
+        features = {**{k: 0.0 for k in st["numeric"]}, **{k: "" for k in st["categorical"]}}
+    return PredictionEvent(event_id="", ts=0.0, model=route.model, model_version=route.model_version,
+                           client_id=None, features=features, prediction="", probabilities=None, label=None,
+                           latency_ms=None, raw={})
+
+
+def config_fingerprint(config: MonitorConfig) -> str:
+    return stable_hash(config.model_dump(mode="json"))

@@ -1,0 +1,113 @@
+"""Feature schemas and columnar micro-batches: from decoded events to :class:`EventBatch`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.decode import class_key
+from pipeline.events import EventBatch, FeatureSchema, PredictionEvent, RouteKey, summarize_probabilities
+
+
+def learn_schema(event: PredictionEvent) -> FeatureSchema:
+    """The feature layout of a route, from its first event.
+
+    Strings are categorical; numbers, booleans and nulls are numeric.
+
+    >>> from pipeline.decode import decode_prediction
+    >>> ev = decode_prediction(b'{"event_id":"1","ts":0,"model":"m","prediction":1,'
+    ...                        b'"features":{"age":3,"country":"fr","vip":true}}')
+    >>> learn_schema(ev)
+    FeatureSchema(numeric=('age', 'vip'), categorical=('country',), from_array=False)
+    """
+    f = event.features
+    if isinstance(f, list):
+        return FeatureSchema(numeric=tuple(f"f{i}" for i in range(len(f))), from_array=True)
+    numeric = tuple(k for k, v in f.items() if not isinstance(v, str))
+    categorical = tuple(k for k, v in f.items() if isinstance(v, str))
+    return FeatureSchema(numeric=numeric, categorical=categorical, from_array=False)
+
+
+def describe_features(event: PredictionEvent) -> str:
+    """A short signature of an event's feature layout, for data-quality notices."""
+    f = event.features
+    if isinstance(f, list):
+        return f"array[{len(f)}]"
+    return "object{" + ",".join(sorted(f)) + "}"
+
+
+def conforms(schema: FeatureSchema, event: PredictionEvent) -> bool:
+    f = event.features
+    if schema.from_array:
+        return isinstance(f, list) and len(f) == len(schema.numeric)
+    if isinstance(f, list) or len(f) != len(schema.numeric) + len(schema.categorical):
+        return False
+    return all(k in f for k in schema.numeric) and all(k in f for k in schema.categorical)
+
+
+def _numeric(value: object) -> float:
+    if value is None or isinstance(value, str):
+        return np.nan
+    return float(value)  # type: ignore[arg-type]
+
+
+def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionEvent]) -> EventBatch:
+    """Columns of ``events`` laid out by ``schema``; non-conforming events are padded with missing values."""
+    n = len(events)
+    d = len(schema.numeric)
+    if schema.from_array:
+        rows = [e.features if len(e.features) == d else _fit(e.features, d) for e in events]  # type: ignore[arg-type]
+        X = np.array(rows, dtype=np.float64).reshape(n, d)
+        C = np.empty((n, 0), dtype=object)
+    else:
+        X = np.empty((n, d), dtype=np.float64)
+        for i, e in enumerate(events):
+            f = e.features
+            if isinstance(f, list):
+                X[i] = np.nan
+                continue
+            try:
+                X[i] = [f.get(k) for k in schema.numeric]  # type: ignore[misc]
+            except (TypeError, ValueError):
+                X[i] = [_numeric(f.get(k)) for k in schema.numeric]
+        k = len(schema.categorical)
+        C = np.empty((n, k), dtype=object)
+        if k:
+            for i, e in enumerate(events):
+                f = e.features
+                C[i] = [_category(f.get(c)) if isinstance(f, dict) else None for c in schema.categorical]
+    probs = [e.probabilities for e in events]
+    width = max((len(p) for p in probs if p), default=0)
+    P = np.full((n, width), np.nan)
+    if width:
+        for i, p in enumerate(probs):
+            if p:
+                P[i, : len(p)] = list(p.values())
+    conf, margin, ent = summarize_probabilities(P)
+    predictions = [class_key(e.prediction) or "" for e in events]
+    value = np.array([_numeric(e.prediction) for e in events], dtype=np.float64)
+    return EventBatch(
+        route=route,
+        schema=schema,
+        event_ids=[e.event_id for e in events],
+        ts=np.array([e.ts for e in events], dtype=np.float64),
+        client_ids=[e.client_id for e in events],
+        X=X,
+        C=C,
+        prediction=predictions,
+        prediction_value=value,
+        confidence=conf,
+        margin=margin,
+        entropy=ent,
+        label=[class_key(e.label) for e in events],
+        payloads=[e.raw for e in events],
+    )
+
+
+def _fit(values: list[float | None], d: int) -> list[float | None]:
+    return (list(values) + [None] * d)[:d]
+
+
+def _category(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)

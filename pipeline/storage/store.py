@@ -1,0 +1,143 @@
+"""Durable writes: every micro-batch's rows idempotently, checkpoints in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from pipeline.engine import BatchResult
+from pipeline.rows import ALERT_UPDATE_COLUMNS
+from pipeline.statecodec import FORMAT as STATE_FORMAT
+from pipeline.storage.db import insert_ignore, migrate, upsert
+from pipeline.storage.tables import alerts, checkpoints, dead_letters, flagged_events, runs, window_stats
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _now() -> str:
+    """Wall-clock time, for informational columns only (never for results)."""
+    return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Store:
+    """The pipeline's view of the database.
+
+    Transient database failures (connection lost, server restarting) are retried with
+    exponential backoff for up to ``retry_seconds``; then the error propagates and the run
+    restarts from its last checkpoint.
+    """
+
+    def __init__(self, engine: Engine, retry_seconds: float = 120.0) -> None:
+        self.engine = engine
+        self.retry_seconds = retry_seconds
+        migrate(engine)
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                return fn()
+            except (OperationalError, DBAPIError) as exc:
+                if not _is_transient(exc) or waited >= self.retry_seconds:
+                    raise
+                log.warning("database unavailable during %s (%s); retrying in %.1fs", what, exc.orig, delay)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 10.0)
+
+    # -- runs -----------------------------------------------------------------------------
+    def start_run(self, run: str, kind: str, source: str, fingerprint: str | None, config_hash: str,
+                  config_json: str, version: str) -> dict[str, Any] | None:
+        """Register the run (or find it). Returns the existing row, if any."""
+        def go() -> dict[str, Any] | None:
+            with self.engine.begin() as conn:
+                existing = conn.execute(select(runs).where(runs.c.run == run)).mappings().first()
+                if existing is None:
+                    insert_ignore(conn, runs, [{
+                        "run": run, "kind": kind, "source": source, "input_fingerprint": fingerprint,
+                        "config_hash": config_hash, "config_json": config_json, "version": version,
+                        "status": "running", "events": 0, "dead_letters": 0, "started_at": _now(),
+                    }])
+                    return None
+                conn.execute(update(runs).where(runs.c.run == run).values(status="running", finished_at=None))
+                return dict(existing)
+        return self._retry("start_run", go)
+
+    def finish_run(self, run: str, status: str) -> None:
+        def go() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(update(runs).where(runs.c.run == run).values(status=status, finished_at=_now()))
+        self._retry("finish_run", go)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def load_checkpoints(self, run: str) -> dict[str, tuple[dict[str, int], bytes]]:
+        def go() -> dict[str, tuple[dict[str, int], bytes]]:
+            with self.engine.connect() as conn:
+                rs = conn.execute(select(checkpoints).where(checkpoints.c.run == run)).mappings().all()
+            out = {}
+            for r in rs:
+                if r["state_format"] != STATE_FORMAT:
+                    raise ValueError(f"checkpoint {run}/{r['scope']} has unknown format {r['state_format']!r}")
+                out[r["scope"]] = (orjson.loads(r["positions"]), bytes(r["state"]))
+            return out
+        return self._retry("load_checkpoints", go)
+
+    # -- the hot path ---------------------------------------------------------------------
+    def write(self, run: str, result: BatchResult, snapshots: list[dict[str, Any]] | None = None,
+              progress: dict[str, Any] | None = None) -> None:
+        """Write a batch's rows and, optionally, checkpoints and run counters, in one transaction.
+
+        ``snapshots`` items: ``{"scope", "positions", "state", "events", "last_event_ts"}``.
+        """
+        def go() -> None:
+            with self.engine.begin() as conn:
+                insert_ignore(conn, alerts, result.alerts)
+                for row in result.alert_updates:
+                    upsert(conn, alerts, [row], ALERT_UPDATE_COLUMNS)
+                insert_ignore(conn, flagged_events, result.flagged)
+                insert_ignore(conn, window_stats, result.stats)
+                insert_ignore(conn, dead_letters, result.dead_letters)
+                if snapshots:
+                    upsert(conn, checkpoints, [
+                        {"run": run, "scope": s["scope"], "positions": orjson.dumps(s["positions"]).decode(),
+                         "state": s["state"], "state_format": STATE_FORMAT, "events": s["events"],
+                         "last_event_ts": s["last_event_ts"], "saved_at": _now()}
+                        for s in snapshots
+                    ], ("positions", "state", "state_format", "events", "last_event_ts", "saved_at"))
+                if progress:
+                    conn.execute(update(runs).where(runs.c.run == run).values(**progress))
+        self._retry("write", go)
+
+    # -- reading --------------------------------------------------------------------------
+    def iter_alerts(self, run: str | None = None) -> Iterator[dict[str, Any]]:
+        q = select(alerts).order_by(alerts.c.raised_at, alerts.c.alert_id)
+        if run is not None:
+            q = q.where(alerts.c.run == run)
+        with self.engine.connect() as conn:
+            for row in conn.execute(q).mappings():
+                yield dict(row)
+
+    def run_exists(self, run: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(runs).where(runs.c.run == run)).scalar_one() > 0
+
+    def run_row(self, run: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(runs).where(runs.c.run == run)).mappings().first()
+        return dict(r) if r else None
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(s in text for s in ("connection", "server closed", "terminating", "database is locked",
+                                   "could not connect", "timeout", "the database system is"))
