@@ -48,19 +48,18 @@ class ReadProgress:
     def __init__(self, *paths: Path | None) -> None:
         self.total = sum(p.stat().st_size for p in paths if p is not None)
         self._handles: list[IO[bytes]] = []
+        self._last: list[int] = []
 
     def watch(self, raw: IO[bytes]) -> None:
         self._handles.append(raw)
+        self._last.append(0)
 
     @property
     def done(self) -> int:
-        n = 0
-        for h in self._handles:
-            try:
-                n += h.tell()
-            except (ValueError, OSError):
-                continue
-        return min(n, self.total)
+        for i, h in enumerate(self._handles):
+            if not h.closed:
+                self._last[i] = h.tell()
+        return min(sum(self._last), self.total)
 
 
 def _lines(path: Path, stream: str, source: str, start: int,

@@ -1,0 +1,284 @@
+"""The ``infersentry`` command line (contract: ``shared/contract/cli.md``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from pipeline.config import ConfigError, load_config
+from pipeline.storage.db import make_engine, resolve_db_url
+
+app = typer.Typer(
+    name="infersentry",
+    help="Streaming monitor for production ML models: drift, adversarial inputs and attack campaigns.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+alerts_app = typer.Typer(help="Read, export and review alerts.", no_args_is_help=True)
+dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
+kafka_app = typer.Typer(help="The local development Kafka broker (Apache Kafka jars from Maven Central).",
+                        no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(dev_app, name="dev")
+dev_app.add_typer(kafka_app, name="kafka")
+
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLAlchemy URL; default $INFERSENTRY_DB, else sqlite:///infersentry.db"),
+]
+BootstrapOption = Annotated[
+    str,
+    typer.Option("--bootstrap", envvar="INFERSENTRY_BOOTSTRAP", help="Kafka bootstrap HOST:PORT."),
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML config file (see README).")]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def _store(db: str | None) -> Any:
+    from pipeline.storage.store import Store
+
+    try:
+        return Store(make_engine(db))
+    except ArgumentError:
+        raise UserError(f"invalid database URL: {resolve_db_url(db)!r}") from None
+    except OperationalError as exc:
+        raise UserError(f"cannot open database {resolve_db_url(db)}: {str(exc.orig).strip().splitlines()[0]}") from None
+
+
+# -- replay ---------------------------------------------------------------------------------
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="Prediction logs, JSON Lines (optionally .gz).")],
+    labels: Annotated[Path | None, typer.Option("--labels", help="Delayed label messages, JSON Lines (optionally .gz).")] = None,
+    config: ConfigOption = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name; default derived from the input's fingerprint.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary; print only the run name.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Replay an archived stream as a named run (resumes an interrupted run with the same name)."""
+    from pipeline.replay import replay_file
+
+    cfg = load_config(config)
+    for path in (file, labels):
+        if path is not None and not path.is_file():
+            fail(f"no such file: {path}")
+    store = _store(db)
+    if quiet:
+        summary = replay_file(store, cfg, file, labels, run)
+        print(summary.run)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TextColumn("{task.fields[events]:,} events ({task.fields[rate]:,.0f}/s)"),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    import time
+
+    start = time.monotonic()
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("replay", total=None, events=0, rate=0.0)
+
+        def on_batch(progress: Any, totals: Any) -> None:
+            elapsed = max(time.monotonic() - start, 1e-9)
+            bar.update(task, total=progress.total, completed=progress.done, events=totals.events,
+                       rate=totals.events / elapsed)
+
+        summary = replay_file(store, cfg, file, labels, run, on_batch=on_batch)
+    _print_summary(store, summary.run, summary)
+
+
+def _print_summary(store: Any, run: str, summary: Any) -> None:
+    out = Console()
+    counts: dict[str, int] = {}
+    for a in store.iter_alerts(run):
+        counts[a["kind"]] = counts.get(a["kind"], 0) + 1
+    if summary.already_complete:
+        out.print(f"run [bold]{run}[/bold] was already complete; nothing replayed.")
+    else:
+        t = summary.totals
+        out.print(f"run [bold]{run}[/bold]: {t.events:,} events scored, {t.duplicates:,} redeliveries skipped, "
+                  f"{t.dead_letters:,} dead letters" + (" (resumed from checkpoint)" if summary.resumed else ""))
+    out.print("alerts: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+
+
+# -- alerts ---------------------------------------------------------------------------------
+@alerts_app.command("export")
+def alerts_export(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run (default: every run).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write alerts as JSON Lines in the v1 alert export format."""
+    from pipeline.rows import export_line
+
+    store = _store(db)
+    if run is not None and not store.run_exists(run):
+        fail(f"no run named {run!r} in {resolve_db_url(db)}")
+    sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+    try:
+        for row in store.iter_alerts(run):
+            sink.write(export_line(row))
+    finally:
+        if out:
+            sink.close()
+        else:
+            sink.flush()
+
+
+@alerts_app.command("list")
+def alerts_list(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind (drift, attack_campaign, ...).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only this reviewer status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many (newest last).")] = 200,
+    db: DbOption = None,
+) -> None:
+    """A readable table of alerts."""
+    import orjson
+
+    store = _store(db)
+    if run is not None and not store.run_exists(run):
+        fail(f"no run named {run!r} in {resolve_db_url(db)}")
+    rows = [a for a in store.iter_alerts(run)
+            if (kind is None or a["kind"] == kind) and (status is None or a["status"] == status)]
+    table = Table(title=f"{len(rows)} alerts" + (f" in {run}" if run else ""), show_lines=False)
+    for col in ("raised_at", "kind", "severity", "model", "client", "score", "threshold", "status", "summary", "alert_id"):
+        table.add_column(col, overflow="fold")
+    for a in rows[-limit:]:
+        expl = orjson.loads(a["explanation"])
+        summary = str(expl.get("summary", ""))[:80]
+        table.add_row(a["raised_at"], a["kind"], a["severity"], f"{a['model']}@{a['model_version'] or '-'}",
+                      a["client_id"] or "", f"{a['score']:.4g}",
+                      "" if a["threshold"] is None else f"{a['threshold']:.4g}", a["status"], summary,
+                      a["alert_id"][:12])
+    Console().print(table)
+
+
+@alerts_app.command("review")
+def alerts_review(
+    alert_id: Annotated[str, typer.Argument(help="The alert's id (a unique prefix is enough).")],
+    status: Annotated[str, typer.Option("--status", help="open, acknowledged, confirmed, false_positive or resolved.")],
+    run: Annotated[str | None, typer.Option("--run", help="The alert's run (needed if the id is in several).")] = None,
+    reviewer: Annotated[str | None, typer.Option("--reviewer", help="Who reviewed it.")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Free-text note.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Set a reviewer status on an alert (kept across replays) and record it in the history."""
+    from sqlalchemy import select
+
+    from pipeline.review import set_status
+    from pipeline.storage.tables import alerts
+
+    store = _store(db)
+    q = select(alerts.c.run, alerts.c.alert_id).where(alerts.c.alert_id.startswith(alert_id))
+    if run:
+        q = q.where(alerts.c.run == run)
+    with store.engine.connect() as conn:
+        matches = conn.execute(q).all()
+    if not matches:
+        fail(f"no alert with id {alert_id!r}" + (f" in run {run!r}" if run else ""))
+    if len(matches) > 1:
+        fail(f"{len(matches)} alerts match {alert_id!r}: give --run or a longer id")
+    try:
+        set_status(store.engine, matches[0].run, matches[0].alert_id, status, reviewer=reviewer, note=note)
+    except ValueError as exc:
+        fail(str(exc))
+    Console().print(f"{matches[0].alert_id} in {matches[0].run}: {status}")
+
+
+# -- database -------------------------------------------------------------------------------
+@app.command("migrate")
+def migrate_cmd(db: DbOption = None) -> None:
+    """Create or upgrade the database schema (other commands do this too)."""
+    _store(db)
+    Console().print(f"schema up to date in {resolve_db_url(db)}")
+
+
+# -- dev kafka ------------------------------------------------------------------------------
+PortOption = Annotated[int, typer.Option("--port", help="Client port of the local broker.")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Broker data directory.")]
+
+
+@kafka_app.command("up")
+def kafka_up_cmd(port: PortOption = 9092, data_dir: DataDirOption = None) -> None:
+    """Start the local broker; returns once it answers admin requests."""
+    from pipeline.kafka_dev import KafkaDevError, kafka_up
+
+    try:
+        info = kafka_up(port=port, data_dir=data_dir)
+    except KafkaDevError as exc:
+        fail(str(exc).splitlines()[0])
+    Console().print(f"Kafka broker up at {info.bootstrap} (pid {info.pid}, data {info.data_dir})")
+
+
+@kafka_app.command("down")
+def kafka_down_cmd(port: PortOption = 9092, data_dir: DataDirOption = None) -> None:
+    """Stop the local broker started by `up` (by the pid it recorded)."""
+    from pipeline.kafka_dev import kafka_down
+
+    stopped = kafka_down(data_dir=data_dir, port=port)
+    Console().print("Kafka broker stopped" if stopped else "no local Kafka broker was running")
+
+
+@kafka_app.command("status")
+def kafka_status_cmd(port: PortOption = 9092, data_dir: DataDirOption = None) -> None:
+    """Report whether the local broker runs."""
+    from pipeline.kafka_dev import kafka_status
+
+    info = kafka_status(data_dir=data_dir, port=port)
+    Console().print(f"running at {info.bootstrap} (pid {info.pid})" if info.running else "stopped")
+    if not info.running:
+        raise typer.Exit(1)
+
+
+# -- entry point ----------------------------------------------------------------------------
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.replay import ReplayInputError
+
+    return (UserError, ConfigError, ReplayInputError, FileNotFoundError, IsADirectoryError, PermissionError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("INFERSENTRY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors come here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+_: Callable[..., Any] = main
