@@ -2,7 +2,7 @@
 
 One function per stream, each returning a typed event or raising :class:`DecodeError` with a
 reason a reviewer can read. Parsing uses orjson, which is strict JSON: ``NaN``/``Infinity``
-literals, invalid UTF-8, integers beyond 64 bits and trailing garbage are all rejected.
+literals, invalid UTF-8, and trailing garbage are all rejected.
 
 >>> ev = decode_prediction(b'{"event_id":"a","ts":0,"model":"m","features":[1,null],"prediction":1}')
 >>> ev.features, ev.prediction
