@@ -1,0 +1,489 @@
+"""Shared machinery of the attack detectors: warm-up buffering, robust subspace scoring,
+tail calibration, per-caller slot tables with bounded memory, and ring-buffer gathers.
+
+Everything here is vectorised over a micro-batch. Per-caller sequential semantics are kept by
+sorting a batch's events by caller slot (stable, so stream order is kept inside a caller) and
+computing, for every event, the indices of the items that a one-event-at-a-time run would have
+seen: the tail of the caller's stored ring plus the caller's earlier events in the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.events import EventBatch
+
+# --------------------------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------------------------
+
+
+def take_batch(batch: EventBatch, idx: np.ndarray) -> EventBatch:
+    """Rows ``idx`` of ``batch`` as a new batch (same route and schema)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    il = idx.tolist()
+    return EventBatch(
+        route=batch.route,
+        schema=batch.schema,
+        event_ids=[batch.event_ids[i] for i in il],
+        ts=batch.ts[idx],
+        client_ids=[batch.client_ids[i] for i in il],
+        X=batch.X[idx],
+        C=batch.C[idx] if batch.C.shape[0] == len(batch) else batch.C,
+        prediction=[batch.prediction[i] for i in il],
+        prediction_value=batch.prediction_value[idx],
+        confidence=batch.confidence[idx],
+        margin=batch.margin[idx],
+        entropy=batch.entropy[idx],
+        label=[batch.label[i] for i in il] if len(batch.label) == len(batch) else [None] * len(il),
+        payloads=[],
+    )
+
+
+class WarmupBuffer:
+    """Holds the first ``size`` events of a route (the fields the attack detectors use).
+
+    Bounded: never more than ``size`` rows. ``add`` returns the number of rows of the batch it
+    consumed; once full, :meth:`arrays` gives the buffered events in stream order.
+    """
+
+    def __init__(self, size: int, n_features: int) -> None:
+        self.size = size
+        self.X = np.empty((0, n_features))
+        self.ts = np.empty(0)
+        self.margin = np.empty(0)
+        self.event_ids: list[str] = []
+        self.client_ids: list[str | None] = []
+        self.prediction: list[str] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.event_ids)
+
+    @property
+    def full(self) -> bool:
+        return self.n >= self.size
+
+    def add(self, batch: EventBatch) -> int:
+        take = min(self.size - self.n, len(batch))
+        if take <= 0:
+            return 0
+        if self.X.shape[1] != batch.X.shape[1]:
+            self.X = np.empty((0, batch.X.shape[1]))
+        self.X = np.concatenate([self.X, batch.X[:take]])
+        self.ts = np.concatenate([self.ts, batch.ts[:take]])
+        self.margin = np.concatenate([self.margin, batch.margin[:take]])
+        self.event_ids.extend(batch.event_ids[:take])
+        self.client_ids.extend(batch.client_ids[:take])
+        self.prediction.extend(batch.prediction[:take])
+        return take
+
+    def as_batch(self, like: EventBatch) -> EventBatch:
+        n = self.n
+        nan = np.full(n, np.nan)
+        return EventBatch(
+            route=like.route,
+            schema=like.schema,
+            event_ids=list(self.event_ids),
+            ts=self.ts.copy(),
+            client_ids=list(self.client_ids),
+            X=self.X.copy(),
+            C=np.empty((n, 0), dtype=object),
+            prediction=list(self.prediction),
+            prediction_value=nan.copy(),
+            confidence=nan.copy(),
+            margin=self.margin.copy(),
+            entropy=nan,
+            label=[None] * n,
+            payloads=[],
+        )
+
+    def clear(self) -> None:
+        self.__init__(self.size, self.X.shape[1])  # type: ignore[misc]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "X": self.X.copy(),
+            "ts": self.ts.copy(),
+            "margin": self.margin.copy(),
+            "event_ids": list(self.event_ids),
+            "client_ids": list(self.client_ids),
+            "prediction": list(self.prediction),
+        }
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.X = np.asarray(s["X"], dtype=np.float64)
+        self.ts = np.asarray(s["ts"], dtype=np.float64)
+        self.margin = np.asarray(s["margin"], dtype=np.float64)
+        self.event_ids = list(s["event_ids"])
+        self.client_ids = list(s["client_ids"])
+        self.prediction = list(s["prediction"])
+
+
+# --------------------------------------------------------------------------------------------
+# robust scaling, subspace model, calibration
+# --------------------------------------------------------------------------------------------
+
+
+def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and a floored robust scale (IQR/1.349, at least half the std).
+
+    Constant features get a small floor (1e-3 of the median feature scale) so that any movement
+    off a value that never varied in the reference stands out, without dividing by zero.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    center = np.nanmedian(X, axis=0)
+    q75, q25 = np.nanpercentile(X, [75, 25], axis=0)
+    scale = np.maximum((q75 - q25) / 1.349, 0.5 * np.nanstd(X, axis=0))
+    center = np.where(np.isfinite(center), center, 0.0)
+    scale = np.where(np.isfinite(scale), scale, 0.0)
+    pos = scale[scale > 0]
+    floor = 1e-3 * (float(np.median(pos)) if pos.size else 1.0)
+    return center, np.maximum(scale, max(floor, 1e-12))
+
+
+def standardise(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
+    """``(X - center) / scale`` with NaN (missing) mapped to 0 and values clipped to +-clip."""
+    Z = (X - center) / scale
+    Z = np.nan_to_num(Z, nan=0.0, posinf=clip, neginf=-clip)
+    np.clip(Z, -clip, clip, out=Z)
+    return Z
+
+
+def tail_threshold(scores: np.ndarray, fpr: float, tail: float = 0.1) -> float:
+    """Threshold exceeded by a fraction ``fpr`` of future scores like ``scores``.
+
+    Above the ``1 - tail`` quantile ``u`` the excesses are modelled as exponential (a
+    peaks-over-threshold fit), so small budgets such as 1e-3 are extrapolated from the top 10%
+    of a few hundred held-out scores instead of read off their last order statistic.
+
+    >>> rng = np.random.default_rng(0)
+    >>> round(tail_threshold(rng.exponential(size=20000), 1e-3), 1)  # exact: ln(1000) = 6.9
+    6.9
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    if fpr >= tail:
+        return float(np.quantile(s, 1.0 - fpr))
+    u = float(np.quantile(s, 1.0 - tail))
+    excess = s[s > u] - u
+    mean_excess = float(excess.mean()) if excess.size else 0.0
+    return u + mean_excess * float(np.log(tail / fpr))
+
+
+@dataclass
+class SubspaceModel:
+    """Robust standardisation + PCA subspace fitted on reference events.
+
+    Two statistics per event, each divided by its 99th percentile on held-out reference events:
+    ``resid`` is the squared reconstruction error per residual dimension (distance *off* the
+    reference subspace) and ``maha`` the Mahalanobis distance per dimension *inside* it.
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # (d, k)
+    variances: np.ndarray  # (k,)
+    q_resid: float
+    q_maha: float
+    clip: float
+
+    @staticmethod
+    def fit(X_fit: np.ndarray, X_cal: np.ndarray, var_kept: float, max_components: int, clip: float
+            ) -> SubspaceModel:
+        center, scale = robust_scale(X_fit)
+        Z = standardise(X_fit, center, scale, clip)
+        mu = Z.mean(axis=0)
+        _, s, vt = np.linalg.svd(Z - mu, full_matrices=False)
+        var = s**2 / max(len(Z) - 1, 1)
+        d = Z.shape[1]
+        frac = np.cumsum(var) / max(float(var.sum()), 1e-300)
+        k = int(np.searchsorted(frac, var_kept) + 1)
+        k = max(1, min(k, max_components, d - 1 if d > 1 else 1))
+        model = SubspaceModel(
+            center=center + mu * scale,  # fold the PCA mean into the centre
+            scale=scale,
+            components=np.ascontiguousarray(vt[:k].T),
+            variances=np.maximum(var[:k], 1e-12),
+            q_resid=1.0,
+            q_maha=1.0,
+            clip=clip,
+        )
+        r, m = model.raw(X_cal)
+        model.q_resid = max(float(np.quantile(r, 0.99)), 1e-12)
+        model.q_maha = max(float(np.quantile(m, 0.99)), 1e-12)
+        return model
+
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Z = standardise(X, self.center, self.scale, self.clip)
+        T = Z @ self.components
+        d, k = Z.shape[1], self.components.shape[1]
+        resid = np.maximum(np.einsum("ij,ij->i", Z, Z) - np.einsum("ij,ij->i", T, T), 0.0)
+        resid /= max(d - k, 1)
+        maha = (T * T) @ (1.0 / self.variances) / k
+        return resid, maha
+
+    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r, m = self.raw(X)
+        return r / self.q_resid, m / self.q_maha
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "center": self.center, "scale": self.scale, "components": self.components,
+            "variances": self.variances, "q_resid": self.q_resid, "q_maha": self.q_maha,
+            "clip": self.clip,
+        }
+
+    @staticmethod
+    def load(s: dict[str, Any]) -> SubspaceModel:
+        return SubspaceModel(
+            center=np.asarray(s["center"], dtype=np.float64),
+            scale=np.asarray(s["scale"], dtype=np.float64),
+            components=np.asarray(s["components"], dtype=np.float64),
+            variances=np.asarray(s["variances"], dtype=np.float64),
+            q_resid=float(s["q_resid"]), q_maha=float(s["q_maha"]), clip=float(s["clip"]),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# per-caller slots
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    """A batch's events grouped by caller slot (stable, so stream order holds inside a group).
+
+    ``order`` maps sorted position -> batch row; ``slot``/``rank``/``start`` are per sorted
+    position (its caller's slot, its index among the caller's events in this batch, and the
+    sorted position of the caller's first event); ``size`` is the caller's event count here.
+    """
+
+    order: np.ndarray
+    slot: np.ndarray
+    rank: np.ndarray
+    start: np.ndarray
+    size: np.ndarray
+    group_starts: np.ndarray
+    group_slots: np.ndarray
+    group_sizes: np.ndarray
+
+
+def make_layout(slots: np.ndarray) -> Layout:
+    order = np.argsort(slots, kind="stable")
+    s = slots[order]
+    n = len(s)
+    if n == 0:
+        z = np.empty(0, dtype=np.int64)
+        return Layout(z, z, z, z, z, z, z, z)
+    brk = np.empty(n, dtype=bool)
+    brk[0] = True
+    np.not_equal(s[1:], s[:-1], out=brk[1:])
+    gstarts = np.flatnonzero(brk)
+    gsizes = np.diff(np.append(gstarts, n))
+    start = np.repeat(gstarts, gsizes)
+    rank = np.arange(n) - start
+    return Layout(order, s, rank, start, np.repeat(gsizes, gsizes), gstarts, s[gstarts], gsizes)
+
+
+def window_index(lay: Layout, head: np.ndarray, length: np.ndarray, K: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For every sorted event, where its caller's previous ``K`` items live.
+
+    Returns ``(valid, from_ring, ring_pos, batch_pos)``, each ``(n, K)``, oldest first: an item
+    is either in the caller's ring at ``ring_pos`` or an earlier event of the same caller in
+    this batch at sorted position ``batch_pos``.
+    """
+    L = length[lay.slot].astype(np.int64)[:, None]
+    j = L + lay.rank[:, None] - K + np.arange(K)[None, :]
+    valid = j >= 0
+    from_ring = j < L
+    ring_pos = (head[lay.slot].astype(np.int64)[:, None] - L + j) % K
+    batch_pos = np.clip(lay.start[:, None] + (j - L), 0, max(len(lay.slot) - 1, 0))
+    return valid, from_ring, ring_pos, batch_pos
+
+
+def gather_window(ring: np.ndarray, batch_vals: np.ndarray, lay: Layout, idx: tuple[np.ndarray, ...]
+                  ) -> np.ndarray:
+    """Values of the windows described by :func:`window_index` (``batch_vals`` in sorted order)."""
+    valid, from_ring, ring_pos, batch_pos = idx
+    a = ring[lay.slot[:, None], ring_pos]
+    b = batch_vals[batch_pos]
+    if a.ndim == 3:
+        return np.where(from_ring[:, :, None], a, b)
+    return np.where(from_ring, a, b)
+
+
+def ring_write(ring: np.ndarray, batch_vals: np.ndarray, lay: Layout, head: np.ndarray, K: int) -> None:
+    """Append every caller's events of this batch (sorted order) to its ring (last ``K`` kept)."""
+    keep = lay.rank >= lay.size - K
+    pos = (head[lay.slot[keep]].astype(np.int64) + lay.rank[keep]) % K
+    ring[lay.slot[keep], pos] = batch_vals[keep]
+
+
+def ring_advance(head: np.ndarray, length: np.ndarray, lay: Layout, K: int) -> None:
+    gs, gn = lay.group_slots, lay.group_sizes
+    head[gs] = (head[gs].astype(np.int64) + gn) % K
+    length[gs] = np.minimum(length[gs].astype(np.int64) + gn, K)
+
+
+class CallerTable:
+    """Maps ``client_id`` to a row ("slot") of per-caller numpy arrays, with bounded memory.
+
+    * ``fields`` declares the per-caller arrays: name -> (trailing shape, dtype, fill value).
+      Rows are allocated geometrically up to ``max_callers``.
+    * A caller idle for more than ``ttl`` seconds of event time (``protected_ttl`` if the
+      detector marked it protected, i.e. suspicious) starts afresh on its next event: this is
+      decided per event, so it does not depend on batch boundaries.
+    * When all ``max_callers`` rows are live, the least recently active unprotected callers are
+      evicted (1/16 of the table at a time); protected callers go only if nothing else is left.
+      This capacity eviction is the one place where batch boundaries can matter; it does not
+      happen while fewer than ``max_callers`` callers are active within the TTL.
+    """
+
+    def __init__(self, max_callers: int, ttl: float, protected_ttl: float,
+                 fields: dict[str, tuple[tuple[int, ...], Any, Any]],
+                 on_reset: Callable[[np.ndarray], None] | None = None) -> None:
+        self.on_reset = on_reset
+        self.max_callers = int(max_callers)
+        self.ttl = float(ttl)
+        self.protected_ttl = float(protected_ttl)
+        self.fields = fields
+        self.index: dict[str, int] = {}
+        self.keys: list[str | None] = []
+        self.free: list[int] = []
+        self.evicted = 0
+        cap = min(1024, self.max_callers)
+        self.last_ts = np.full(cap, -np.inf)
+        self.protected = np.zeros(cap, dtype=bool)
+        self.arrays: dict[str, np.ndarray] = {
+            name: np.full((cap, *shape), fill, dtype=dtype) for name, (shape, dtype, fill) in fields.items()
+        }
+
+    @property
+    def capacity(self) -> int:
+        return len(self.last_ts)
+
+    def _grow(self, need: int) -> None:
+        cap = self.capacity
+        new = min(self.max_callers, max(cap * 2, need))
+        if new <= cap:
+            return
+        self.last_ts = np.concatenate([self.last_ts, np.full(new - cap, -np.inf)])
+        self.protected = np.concatenate([self.protected, np.zeros(new - cap, dtype=bool)])
+        for name, (shape, dtype, fill) in self.fields.items():
+            self.arrays[name] = np.concatenate(
+                [self.arrays[name], np.full((new - cap, *shape), fill, dtype=dtype)]
+            )
+
+    def reset(self, slots: np.ndarray) -> None:
+        for name, (_, _, fill) in self.fields.items():
+            self.arrays[name][slots] = fill
+        self.protected[slots] = False
+        self.last_ts[slots] = -np.inf
+        if self.on_reset is not None:
+            self.on_reset(np.asarray(slots, dtype=np.int64))
+
+    def _evict(self, n_needed: int, busy: set[int]) -> None:
+        live = np.array(sorted(self.index.values()), dtype=np.int64)
+        if live.size == 0:
+            return
+        mask = np.array([s not in busy for s in live.tolist()]) if busy else np.ones(live.size, bool)
+        cand = live[mask]
+        n_evict = min(cand.size, max(n_needed, self.max_callers // 16, 1))
+        if n_evict <= 0:
+            raise RuntimeError("caller table full with callers of the current batch")
+        # unprotected first, then least recently active; ties broken by slot for determinism
+        key = np.lexsort((cand, self.last_ts[cand], self.protected[cand]))
+        victims = cand[key[:n_evict]]
+        for s in victims.tolist():
+            k = self.keys[s]
+            if k is not None:
+                del self.index[k]
+            self.keys[s] = None
+            self.free.append(s)
+        self.reset(victims)
+        self.evicted += int(victims.size)
+
+    def assign(self, callers: list[str], first_ts: np.ndarray) -> np.ndarray:
+        """Slots of ``callers`` (distinct), creating rows as needed; expired callers are reset."""
+        slots = np.empty(len(callers), dtype=np.int64)
+        new: list[int] = []
+        for i, c in enumerate(callers):
+            s = self.index.get(c)
+            if s is None:
+                new.append(i)
+                slots[i] = -1
+            else:
+                slots[i] = s
+        known = slots >= 0
+        if known.any():
+            ks = slots[known]
+            ttl = np.where(self.protected[ks], self.protected_ttl, self.ttl)
+            expired = ks[first_ts[known] - self.last_ts[ks] > ttl]
+            if expired.size:
+                self.reset(expired)
+        if new:
+            n_free_rows = len(self.free) + (self.capacity - len(self.keys))
+            if n_free_rows < len(new):
+                self._grow(len(self.keys) + len(new))
+                n_free_rows = len(self.free) + (self.capacity - len(self.keys))
+                if n_free_rows < len(new):
+                    self._evict(len(new) - n_free_rows, set(slots[known].tolist()))
+            for i in new:
+                if self.free:
+                    s = self.free.pop()
+                    self.keys[s] = callers[i]
+                else:
+                    s = len(self.keys)
+                    self.keys.append(callers[i])
+                self.index[callers[i]] = s
+                slots[i] = s
+        return slots
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "keys": list(self.keys),
+            "free": list(self.free),
+            "evicted": self.evicted,
+            "last_ts": self.last_ts.copy(),
+            "protected": self.protected.copy(),
+            "arrays": {k: v.copy() for k, v in self.arrays.items()},
+        }
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.keys = list(s["keys"])
+        self.index = {k: i for i, k in enumerate(self.keys) if k is not None}
+        self.free = [int(v) for v in s["free"]]
+        self.evicted = int(s["evicted"])
+        self.last_ts = np.asarray(s["last_ts"], dtype=np.float64).copy()
+        self.protected = np.asarray(s["protected"], dtype=bool).copy()
+        self.arrays = {
+            name: np.asarray(s["arrays"][name], dtype=dtype).copy()
+            for name, (_, dtype, _) in self.fields.items()
+        }
+
+    def nbytes(self) -> int:
+        return int(self.last_ts.nbytes + self.protected.nbytes + sum(a.nbytes for a in self.arrays.values()))
+
+
+def caller_codes(client_ids: list[str | None]) -> tuple[np.ndarray, list[str]]:
+    """Per-event index into the batch's distinct callers (-1 where there is no ``client_id``)."""
+    seen: dict[str, int] = {}
+    codes = np.fromiter(
+        (-1 if c is None else seen.setdefault(c, len(seen)) for c in client_ids),
+        dtype=np.int64, count=len(client_ids),
+    )
+    return codes, list(seen)
+
+
+def group_first(values: np.ndarray, lay: Layout, mask: np.ndarray) -> np.ndarray:
+    """Per sorted group, the sorted position of the first event with ``mask`` (or -1)."""
+    pos = np.where(mask, np.arange(len(mask)), np.iinfo(np.int64).max)
+    if len(pos) == 0:
+        return np.empty(0, dtype=np.int64)
+    first = np.minimum.reduceat(pos, lay.group_starts)
+    return np.where(first == np.iinfo(np.int64).max, -1, first)

@@ -1,0 +1,418 @@
+"""Per-caller stateful detection of query-based black-box attack campaigns.
+
+Method
+------
+Query-based attacks (HopSkipJump, Boundary, Square, random search, ...) need many queries that
+are small perturbations of one another: binary searches along a line, gradient estimates around
+a boundary point, random steps from the current candidate. Natural traffic does not look like
+that: two inputs of one caller are either unrelated or *exactly* the same (a client retry, a
+health-check canary). Following Chen et al. ("Stateful detection of black-box adversarial
+attacks") and Blacklight, each caller keeps a bounded history of its last ``history`` queries as
+compact fingerprints, and each query is compared with them:
+
+* fingerprint: robust standardisation (median/IQR of the first ``scale_events`` events of the
+  route), clipping, and a seeded Gaussian random projection to ``dims`` dimensions stored as
+  float16 (``history * dims * 2`` bytes per caller). Distances are RMS per original feature;
+* a query is a **distinct near-duplicate** when some query in the history is within
+  ``radius`` of it but not identical. Exact repeats are ignored: retries and canaries are
+  benign, an attack needs *new* points;
+* the caller's statistic is the number of distinct near-duplicates among its last
+  ``history`` queries (the current one included). It is an integer computed per event, so it
+  does not depend on batch boundaries. When it reaches ``threshold`` at a near-duplicate
+  query, an ``attack_campaign`` alert is raised at that query.
+
+``radius`` defaults to ``radius_factor`` times the 1st percentile of the nearest-neighbour
+distances among the first ``scale_events`` events of the route (each compared with the
+``history`` events before it, exact repeats ignored), i.e. well below the distances at which
+natural inputs come close to each other. No reference period is needed otherwise: callers are
+scored from their first query (the first ``scale_events`` events of a route are held back
+until the scale is known and then scored in order).
+
+Alerts: one per campaign per caller. ``window_start`` is the ts of the campaign's first
+near-duplicate, ``event_ids`` its first ``max_evidence`` near-duplicate queries (the trigger
+always included). Every ``update_every`` further near-duplicates an update with the same trigger
+(``is_update=True``) moves ``window_end``. A caller whose last near-duplicate is more than
+``campaign_gap`` seconds old starts a new campaign. The share of near-duplicates answered with a
+low margin (below the 10th percentile of the first events) is reported: boundary-walking attacks
+concentrate there, and it sets the severity to critical when at least half of them are.
+
+Memory: per caller ``history * (dims * 2 + 1) + 64`` bytes in numpy arrays plus one dict entry;
+at most ``max_callers`` callers (idle ones expire after ``ttl`` seconds of event time, callers
+with near-duplicates after ``suspicious_ttl``; when full, the least recently active callers
+without near-duplicates are evicted first). Events without ``client_id`` are not scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.attack._common import (
+    CallerTable,
+    WarmupBuffer,
+    caller_codes,
+    gather_window,
+    make_layout,
+    ring_advance,
+    ring_write,
+    robust_scale,
+    standardise,
+    take_batch,
+    window_index,
+)
+from detectors.base import (
+    EMPTY_OUTPUT,
+    Detector,
+    DetectorContext,
+    DetectorOutput,
+    Finding,
+    FlaggedEvent,
+    Kind,
+    Severity,
+    register,
+)
+from pipeline.events import EventBatch
+
+
+def nn_distances(Yw: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared distances of ``y`` (n, p) to its windows ``Yw`` (n, K, p) and the exact-repeat mask."""
+    diff = Yw.astype(np.float32) - y.astype(np.float32)[:, None, :]
+    d2 = np.einsum("nkp,nkp->nk", diff, diff)
+    exact = valid & (d2 == 0.0)
+    d2 = np.where(valid & ~exact, d2, np.inf)
+    return d2, exact
+
+
+@register
+class CampaignDetector(Detector):
+    """Per-caller detector of query-based black-box attack campaigns (distinct near-duplicates).
+
+    Parameters
+    ----------
+    context : DetectorContext
+        Route, schema and seed (the seed draws the random projection).
+    scale_events : int, default 500
+        First events of the route used to estimate feature scales and the default radius.
+    history : int, default 32
+        Queries remembered per caller (the window of the statistic).
+    dims : int, default 12
+        Random-projection dimensions of a fingerprint.
+    threshold : int, default 8
+        Distinct near-duplicates among the last ``history`` queries that raise an alert.
+    radius : float or None, default None
+        Near-duplicate radius (RMS of robust-standardised feature differences); None = automatic.
+    radius_factor : float, default 0.5
+        Automatic radius as a multiple of the 1st percentile of first-event NN distances.
+    max_radius : float, default 0.5
+        Upper bound of the automatic radius.
+    max_evidence : int, default 50
+        Cap on the event ids an alert carries.
+    update_every : int, default 100
+        Near-duplicates between alert updates.
+    campaign_gap : float, default 3600.0
+        Seconds without near-duplicates after which a caller's next one starts a new campaign.
+    max_callers : int, default 1_000_000
+        Caller rows kept at most.
+    ttl, suspicious_ttl : float, default 86400.0 and 604800.0
+        Idle time (event time) after which a caller's state is dropped.
+    clip : float, default 50.0
+        Standardised values are clipped to +-clip before projection.
+
+    Examples
+    --------
+    A caller that walks in small steps is flagged; one that sends fresh inputs is not.
+
+    >>> from pipeline.events import batch_from_arrays, FeatureSchema, RouteKey
+    >>> rng = np.random.default_rng(0)
+    >>> ctx = DetectorContext(RouteKey("m", None), FeatureSchema(tuple(f"f{i}" for i in range(8))))
+    >>> det = CampaignDetector(ctx)
+    >>> benign = rng.normal(size=(600, 8))
+    >>> walk = rng.normal(size=8) + np.cumsum(0.01 * rng.normal(size=(40, 8)), axis=0)
+    >>> X = np.vstack([benign, walk])
+    >>> clients = [f"b{i % 20}" for i in range(600)] + ["mallory"] * 40
+    >>> out = det.process(batch_from_arrays(X, client_ids=clients))
+    >>> [(f.client_id, f.trigger_event_id) for f in out.findings]
+    [('mallory', 'e608')]
+    """
+
+    name: ClassVar[str] = "campaign"
+    state_version: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        context: DetectorContext,
+        *,
+        scale_events: int = 500,
+        history: int = 32,
+        dims: int = 12,
+        threshold: int = 8,
+        radius: float | None = None,
+        radius_factor: float = 0.5,
+        max_radius: float = 0.5,
+        max_evidence: int = 50,
+        update_every: int = 100,
+        campaign_gap: float = 3600.0,
+        max_callers: int = 1_000_000,
+        ttl: float = 86400.0,
+        suspicious_ttl: float = 604800.0,
+        clip: float = 50.0,
+    ) -> None:
+        if scale_events < 20:
+            raise ValueError("scale_events must be >= 20")
+        if not 2 <= history <= 255:
+            raise ValueError("history must be in [2, 255]")
+        if dims < 1:
+            raise ValueError("dims must be >= 1")
+        if not 1 <= threshold <= history:
+            raise ValueError("threshold must be in [1, history]")
+        if radius is not None and radius <= 0:
+            raise ValueError("radius must be > 0 or None")
+        if radius_factor <= 0 or max_radius <= 0:
+            raise ValueError("radius_factor and max_radius must be > 0")
+        if max_evidence < 1 or update_every < 1:
+            raise ValueError("max_evidence and update_every must be >= 1")
+        if campaign_gap <= 0 or ttl <= 0 or suspicious_ttl <= 0:
+            raise ValueError("campaign_gap, ttl and suspicious_ttl must be > 0")
+        if max_callers < 1:
+            raise ValueError("max_callers must be >= 1")
+        if clip <= 0 or clip > 1000:
+            raise ValueError("clip must be in (0, 1000] (fingerprints are float16)")
+        super().__init__(
+            context, scale_events=scale_events, history=history, dims=dims, threshold=threshold,
+            radius=radius, radius_factor=radius_factor, max_radius=max_radius,
+            max_evidence=max_evidence, update_every=update_every, campaign_gap=campaign_gap,
+            max_callers=max_callers, ttl=ttl, suspicious_ttl=suspicious_ttl, clip=clip,
+        )
+        self.scale_events = scale_events
+        self.K = history
+        self.dims = dims
+        self.T = threshold
+        self.radius_param = radius
+        self.radius_factor = radius_factor
+        self.max_radius = max_radius
+        self.max_evidence = max_evidence
+        self.update_every = update_every
+        self.campaign_gap = campaign_gap
+        self.clip = clip
+        d = context.schema.n_numeric
+        self._buf = WarmupBuffer(scale_events, d)
+        rng = np.random.default_rng([context.seed, 0xCA3])
+        self.R = rng.normal(size=(d, dims)) / np.sqrt(dims)
+        self.center = np.zeros(d)
+        self.scale = np.ones(d)
+        self.radius = float("nan")
+        self.margin_low = float("nan")
+        self.ready = False
+        self.table = CallerTable(
+            max_callers, ttl, suspicious_ttl,
+            {
+                "hist": ((history, dims), np.float16, 0),
+                "nd": ((history,), np.uint8, 0),
+                "head": ((), np.int32, 0),
+                "len": ((), np.int32, 0),
+                "n_q": ((), np.int64, 0),
+                "camp_nd": ((), np.int32, 0),
+                "camp_lowm": ((), np.int32, 0),
+                "first_susp": ((), np.float64, np.nan),
+                "last_susp": ((), np.float64, np.nan),
+            },
+            on_reset=self._on_reset,
+        )
+        # small Python records for callers with a live campaign only
+        self._evidence: dict[int, list[str]] = {}
+        self._alerts: dict[int, dict[str, Any]] = {}
+
+    def _on_reset(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            self._evidence.pop(s, None)
+            self._alerts.pop(s, None)
+
+    # ---------------------------------------------------------------------------------------
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        return (standardise(X, self.center, self.scale, self.clip) @ self.R).astype(np.float16)
+
+    def _fit(self) -> None:
+        X = self._buf.X
+        self.center, self.scale = robust_scale(X)
+        Y = self._project(X)
+        d = max(X.shape[1], 1)
+        if self.radius_param is None:
+            # nearest neighbour of each first event among the `history` events before it
+            lay = make_layout(np.zeros(len(Y), dtype=np.int64))
+            head = np.zeros(1, dtype=np.int32)
+            ln = np.zeros(1, dtype=np.int32)
+            idx = window_index(lay, head, ln, self.K)
+            ring = np.zeros((1, self.K, self.dims), dtype=np.float16)
+            d2, _ = nn_distances(gather_window(ring, Y, lay, idx), Y, idx[0])
+            nn = np.sqrt(d2.min(axis=1) / d)
+            nn = nn[np.isfinite(nn)]
+            q = float(np.quantile(nn, 0.01)) if nn.size else self.max_radius
+            self.radius = float(min(self.max_radius, self.radius_factor * q))
+        else:
+            self.radius = float(self.radius_param)
+        mg = self._buf.margin[np.isfinite(self._buf.margin)]
+        self.margin_low = float(np.quantile(mg, 0.1)) if mg.size else float("nan")
+        self.ready = True
+
+    def process(self, batch: EventBatch) -> DetectorOutput:
+        if not self.ready:
+            consumed = self._buf.add(batch)
+            if not self._buf.full:
+                return EMPTY_OUTPUT
+            self._fit()
+            held = self._buf.as_batch(batch)
+            self._buf.clear()
+            out1 = self._process(held)
+            if consumed >= len(batch):
+                return out1
+            out2 = self._process(take_batch(batch, np.arange(consumed, len(batch))))
+            return DetectorOutput.merge([out1, out2])
+        return self._process(batch)
+
+    def _process(self, batch: EventBatch) -> DetectorOutput:
+        codes, callers = caller_codes(batch.client_ids)
+        rows = np.flatnonzero(codes >= 0)
+        if rows.size == 0:
+            return EMPTY_OUTPUT
+        codes = codes[rows]
+        ts = batch.ts[rows]
+        _, first_idx = np.unique(codes, return_index=True)
+        tab = self.table
+        cslots = tab.assign(callers, ts[first_idx])
+        A = tab.arrays
+        lay = make_layout(cslots[codes])
+        order = lay.order
+        Ys = self._project(batch.X[rows[order]])
+        idx = window_index(lay, A["head"], A["len"], self.K)
+        valid = idx[0]
+        d2, exact = nn_distances(gather_window(A["hist"], Ys, lay, idx), Ys, valid)
+        dmin2 = d2.min(axis=1)
+        d = max(batch.X.shape[1], 1)
+        nd = dmin2 < (self.radius**2) * d
+        ndu = nd.astype(np.uint8)
+        win = gather_window(A["nd"], ndu, lay, idx)
+        count = (win * valid).sum(axis=1) + ndu
+        # ---- sequential per-caller bookkeeping, only for callers with near-duplicates ----
+        findings: list[Finding] = []
+        flagged: list[FlaggedEvent] = []
+        if nd.any():
+            ts_s = ts[order]
+            margin_s = batch.margin[rows[order]]
+            gi = np.repeat(np.arange(len(lay.group_starts)), lay.group_sizes)
+            groups = np.unique(gi[nd])
+            for g in groups.tolist():
+                g0 = int(lay.group_starts[g])
+                g1 = g0 + int(lay.group_sizes[g])
+                self._caller_events(
+                    batch, rows, order, g0, g1, int(lay.group_slots[g]), nd[g0:g1], count[g0:g1],
+                    ts_s[g0:g1], margin_s[g0:g1], dmin2[g0:g1], exact[g0:g1].sum(axis=1),
+                    A["n_q"][lay.group_slots[g]], findings, flagged,
+                )
+        # ---- state update ----
+        ring_write(A["hist"], Ys, lay, A["head"], self.K)
+        ring_write(A["nd"], ndu, lay, A["head"], self.K)
+        ring_advance(A["head"], A["len"], lay, self.K)
+        A["n_q"][lay.group_slots] += lay.group_sizes
+        last = lay.group_starts + lay.group_sizes - 1
+        tab.last_ts[lay.group_slots] = ts[order][last]
+        return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
+
+    def _caller_events(
+        self, batch: EventBatch, rows: np.ndarray, order: np.ndarray, g0: int, g1: int, slot: int,
+        nd: np.ndarray, count: np.ndarray, ts: np.ndarray, margin: np.ndarray, dmin2: np.ndarray,
+        n_exact: np.ndarray, n_q0: int, findings: list[Finding], flagged: list[FlaggedEvent],
+    ) -> None:
+        A = self.table.arrays
+        d = max(batch.X.shape[1], 1)
+        low = np.isfinite(margin) & (margin < self.margin_low) if np.isfinite(self.margin_low) \
+            else np.zeros(len(margin), dtype=bool)
+        for k in np.flatnonzero(nd).tolist():
+            t = float(ts[k])
+            last = float(A["last_susp"][slot])
+            if not np.isfinite(last) or t - last > self.campaign_gap:
+                A["first_susp"][slot] = t
+                A["camp_nd"][slot] = 0
+                A["camp_lowm"][slot] = 0
+                self._evidence[slot] = []
+                self._alerts.pop(slot, None)
+            A["last_susp"][slot] = t
+            A["camp_nd"][slot] += 1
+            A["camp_lowm"][slot] += int(low[k])
+            self.table.protected[slot] = True
+            row = int(rows[order[g0 + k]])
+            eid = batch.event_ids[row]
+            ev = self._evidence.setdefault(slot, [])
+            if len(ev) < self.max_evidence:
+                ev.append(eid)
+            alert = self._alerts.get(slot)
+            c = int(count[k])
+            n_camp = int(A["camp_nd"][slot])
+            if alert is None and c < self.T:
+                continue
+            if alert is not None and (n_camp - alert["n_at"]) % self.update_every != 0:
+                continue
+            evidence = list(ev)
+            if eid not in evidence:
+                evidence = evidence[: self.max_evidence - 1] + [eid]
+            share_low = float(A["camp_lowm"][slot]) / n_camp
+            cid = batch.client_ids[row]
+            expl = {
+                "statistic": f"distinct near-duplicates among the caller's last {self.K} queries",
+                "near_duplicates_in_window": c,
+                "history": self.K,
+                "radius": self.radius,
+                "nn_distance": float(np.sqrt(dmin2[k] / d)),
+                "exact_repeats_in_window_ignored": int(n_exact[k]),
+                "caller_queries_so_far": int(n_q0) + k + 1,
+                "campaign_near_duplicates": n_camp,
+                "low_margin_share": share_low,
+                "margin_low": self.margin_low if np.isfinite(self.margin_low) else None,
+                "first_suspicious_ts": float(A["first_susp"][slot]),
+                "evidence_cap": self.max_evidence,
+                "config_hash": self.config_hash,
+            }
+            sev = Severity.CRITICAL if share_low >= 0.5 else Severity.WARNING
+            if alert is None:
+                alert = {"trigger": eid, "raised_at": t, "n_at": n_camp}
+                self._alerts[slot] = alert
+                is_update = False
+                flagged.append(FlaggedEvent(
+                    eid, self.name, float(c), float(self.T),
+                    f"attack_campaign: {c} distinct near-duplicates in last {self.K} queries", cid,
+                ))
+            else:
+                is_update = True
+            findings.append(Finding(
+                kind=Kind.ATTACK_CAMPAIGN, detector=self.name, config_hash=self.config_hash,
+                trigger_event_id=alert["trigger"], raised_at=alert["raised_at"], score=float(c),
+                threshold=float(self.T), severity=sev, explanation=expl, client_id=cid,
+                window_start=float(A["first_susp"][slot]), window_end=t,
+                updated_at=t if is_update else None, event_ids=tuple(evidence), is_update=is_update,
+            ))
+
+    # ---------------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "buffer": None if self.ready else self._buf.state(),
+            "center": self.center, "scale": self.scale,
+            "radius": self.radius, "margin_low": self.margin_low,
+            "table": self.table.state(),
+            "evidence": {str(k): list(v) for k, v in self._evidence.items()},
+            "alerts": {str(k): dict(v) for k, v in self._alerts.items()},
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.ready = bool(state["ready"])
+        if not self.ready:
+            self._buf.load(state["buffer"])
+        else:
+            self._buf.clear()
+        self.center = np.asarray(state["center"], dtype=np.float64)
+        self.scale = np.asarray(state["scale"], dtype=np.float64)
+        self.radius = float(state["radius"])
+        self.margin_low = float(state["margin_low"])
+        self.table.load(state["table"])
+        self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
+        self._alerts = {int(k): dict(v) for k, v in state["alerts"].items()}

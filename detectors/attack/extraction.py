@@ -1,0 +1,401 @@
+"""Per-caller model-extraction detection.
+
+Method
+------
+A model thief needs many labelled points that cover the input space, and it rarely has enough
+natural inputs: it sends synthetic ones (uniform or Gaussian noise, Jacobian-based augmentation
+``x + lambda * sign(grad)`` of a few natural seeds). Two per-caller statistics are kept:
+
+* **OOD share** - a robust-PCA model of the first ``reference_events`` events (even events fit,
+  odd events held out, as in :mod:`detectors.attack.outlier`) gives every query an
+  off-manifold score; a query is out-of-distribution (OOD) above the held-out
+  ``ood_quantile`` (so about 1% of natural queries are). The statistic is the number of OOD
+  queries among the caller's last ``window`` queries; natural callers almost never reach
+  ``ood_threshold`` (binomial tail), noise and augmentation extractors do within a few queries.
+* **PRADA normality** (Juuti et al., PRADA): for each query the distance to its nearest
+  neighbour among the caller's previous ``prada_history`` queries (exact repeats ignored) is
+  recorded; natural queries give roughly normally distributed distances, synthetic
+  augmentation sequences do not (many tiny steps next to large jumps). Over the caller's last
+  ``prada_queries`` distances a Shapiro-Francia statistic ``W'`` is computed (squared
+  correlation of the sorted distances with expected normal order statistics); ``W' <
+  prada_threshold`` is evidence of extraction. Unlike PRADA we test the *logarithm* of the
+  distances: a minimum over a bounded history is right-skewed even for natural traffic (raw
+  ``W'`` has a median near 0.87 on benign Gaussian data), while log-distances are close to
+  normal (0.1% quantile of benign ``W'`` about 0.92 with 48 distances).
+
+The score is ``max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))`` and the alert
+fires at the first query where it reaches 1 (one alert per caller while its state lives).
+``event_ids`` holds the caller's OOD queries (at most ``max_evidence``, trigger included); the
+explanation gives both statistics, the window and the reference period.
+
+Memory per caller: ``window + prada_history * 16 + prada_queries * 2 + 40`` bytes (numpy), at
+most ``max_callers`` callers with the same TTL/LRU rules as :mod:`detectors.attack.campaign`.
+The first ``reference_events`` events are held back until the model is fitted and then scored.
+Events without ``client_id`` are not scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.stats import norm
+
+from detectors.attack._common import (
+    CallerTable,
+    SubspaceModel,
+    WarmupBuffer,
+    caller_codes,
+    gather_window,
+    group_first,
+    make_layout,
+    ring_advance,
+    ring_write,
+    standardise,
+    take_batch,
+    window_index,
+)
+from detectors.attack.campaign import nn_distances
+from detectors.base import (
+    EMPTY_OUTPUT,
+    Detector,
+    DetectorContext,
+    DetectorOutput,
+    Finding,
+    FlaggedEvent,
+    Kind,
+    Severity,
+    register,
+)
+from pipeline.events import EventBatch
+
+PRADA_DIMS = 8
+
+
+def shapiro_francia(D: np.ndarray) -> np.ndarray:
+    """Shapiro-Francia ``W'`` of each row of ``D`` (rows of equal length, no NaN).
+
+    >>> rng = np.random.default_rng(1)
+    >>> w = shapiro_francia(np.vstack([rng.normal(size=64), rng.exponential(size=64) ** 3]))
+    >>> bool(w[0] > 0.95 > w[1])
+    True
+    """
+    m = D.shape[1]
+    e = norm.ppf((np.arange(1, m + 1) - 0.375) / (m + 0.25))
+    e = (e - e.mean()) / np.linalg.norm(e - e.mean())
+    S = np.sort(D, axis=1)
+    Sc = S - S.mean(axis=1, keepdims=True)
+    ss = np.einsum("ij,ij->i", Sc, Sc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = (Sc @ e) ** 2 / ss
+    return np.where(ss > 0, w, 1.0)
+
+
+@register
+class ExtractionDetector(Detector):
+    """Per-caller model-extraction detector (OOD share + PRADA normality test).
+
+    Parameters
+    ----------
+    context : DetectorContext
+        Route, schema and seed.
+    reference_events : int, default 2000
+        Reference period (first events of the route).
+    var_kept, max_components, clip : float, int, float
+        Subspace model settings (as for ``outlier``): 0.9, 32, 1000.0.
+    ood_quantile : float, default 0.99
+        Held-out reference quantile above which a query is OOD.
+    window : int, default 32
+        Queries per caller over which OOD queries are counted.
+    ood_threshold : int, default 10
+        OOD queries in the window that raise an alert.
+    prada_history : int, default 16
+        Previous queries a new query's nearest-neighbour distance is taken over.
+    prada_queries : int, default 48
+        Distances the normality test runs on (the test starts after this many queries).
+    prada_threshold : float, default 0.8
+        ``W'`` below this is extraction evidence.
+    max_evidence : int, default 50
+        Cap on the event ids an alert carries.
+    max_callers, ttl, suspicious_ttl : int, float, float
+        Caller table bounds: 1_000_000, 86400.0, 604800.0.
+
+    Examples
+    --------
+    >>> from pipeline.events import batch_from_arrays, FeatureSchema, RouteKey
+    >>> rng = np.random.default_rng(0)
+    >>> ctx = DetectorContext(RouteKey("m", None), FeatureSchema(tuple(f"f{i}" for i in range(8))))
+    >>> det = ExtractionDetector(ctx)
+    >>> W = rng.normal(size=(3, 8))
+    >>> benign = rng.normal(size=(2500, 3)) @ W + 0.1 * rng.normal(size=(2500, 8))
+    >>> thief = rng.uniform(-6, 6, size=(30, 8))
+    >>> X = np.vstack([benign, thief])
+    >>> clients = [f"b{i % 50}" for i in range(2500)] + ["thief"] * 30
+    >>> out = det.process(batch_from_arrays(X, client_ids=clients))
+    >>> [(f.client_id, f.trigger_event_id) for f in out.findings]
+    [('thief', 'e2509')]
+    """
+
+    name: ClassVar[str] = "extraction"
+    state_version: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        context: DetectorContext,
+        *,
+        reference_events: int = 2000,
+        var_kept: float = 0.9,
+        max_components: int = 32,
+        clip: float = 1000.0,
+        ood_quantile: float = 0.99,
+        window: int = 32,
+        ood_threshold: int = 10,
+        prada_history: int = 16,
+        prada_queries: int = 48,
+        prada_threshold: float = 0.8,
+        max_evidence: int = 50,
+        max_callers: int = 1_000_000,
+        ttl: float = 86400.0,
+        suspicious_ttl: float = 604800.0,
+    ) -> None:
+        if reference_events < 50:
+            raise ValueError("reference_events must be >= 50")
+        if not 0.0 < var_kept < 1.0 or max_components < 1 or clip <= 0:
+            raise ValueError("invalid subspace settings")
+        if not 0.5 <= ood_quantile < 1.0:
+            raise ValueError("ood_quantile must be in [0.5, 1)")
+        if not 2 <= window <= 255 or not 1 <= ood_threshold <= window:
+            raise ValueError("need 2 <= window <= 255 and 1 <= ood_threshold <= window")
+        if not 1 <= prada_history <= 255 or not 8 <= prada_queries <= 255:
+            raise ValueError("need 1 <= prada_history <= 255 and 8 <= prada_queries <= 255")
+        if not 0.0 < prada_threshold < 1.0:
+            raise ValueError("prada_threshold must be in (0, 1)")
+        if max_evidence < 1 or max_callers < 1 or ttl <= 0 or suspicious_ttl <= 0:
+            raise ValueError("max_evidence, max_callers, ttl, suspicious_ttl must be positive")
+        super().__init__(
+            context, reference_events=reference_events, var_kept=var_kept,
+            max_components=max_components, clip=clip, ood_quantile=ood_quantile, window=window,
+            ood_threshold=ood_threshold, prada_history=prada_history, prada_queries=prada_queries,
+            prada_threshold=prada_threshold, max_evidence=max_evidence, max_callers=max_callers,
+            ttl=ttl, suspicious_ttl=suspicious_ttl,
+        )
+        self.reference_events = reference_events
+        self.var_kept = var_kept
+        self.max_components = max_components
+        self.clip = clip
+        self.ood_quantile = ood_quantile
+        self.W = window
+        self.T = ood_threshold
+        self.H = prada_history
+        self.M = prada_queries
+        self.delta = prada_threshold
+        self.max_evidence = max_evidence
+        d = context.schema.n_numeric
+        self._buf = WarmupBuffer(reference_events, d)
+        rng = np.random.default_rng([context.seed, 0xE7])
+        self.R = rng.normal(size=(d, PRADA_DIMS)) / np.sqrt(PRADA_DIMS)
+        self._model: SubspaceModel | None = None
+        self.ood_thr = float("nan")
+        self._ref_span = (float("nan"), float("nan"))
+        self.table = CallerTable(
+            max_callers, ttl, suspicious_ttl,
+            {
+                "ood": ((window,), np.uint8, 0),
+                "ohead": ((), np.int32, 0),
+                "olen": ((), np.int32, 0),
+                "hist": ((prada_history, PRADA_DIMS), np.float16, 0),
+                "hhead": ((), np.int32, 0),
+                "hlen": ((), np.int32, 0),
+                "dist": ((prada_queries,), np.float16, np.nan),
+                "dhead": ((), np.int32, 0),
+                "dlen": ((), np.int32, 0),
+                "n_q": ((), np.int64, 0),
+                "first_ts": ((), np.float64, np.nan),
+                "first_ood": ((), np.float64, np.nan),
+                "alerted": ((), bool, False),
+            },
+            on_reset=self._on_reset,
+        )
+        self._evidence: dict[int, list[str]] = {}
+
+    def _on_reset(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            self._evidence.pop(s, None)
+
+    # ---------------------------------------------------------------------------------------
+    def _fit(self) -> None:
+        X = self._buf.X
+        self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip)
+        r, m = self._model.scores(X[1::2])
+        self.ood_thr = float(np.quantile(np.maximum(r, m), self.ood_quantile))
+        self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
+
+    def process(self, batch: EventBatch) -> DetectorOutput:
+        if self._model is None:
+            consumed = self._buf.add(batch)
+            if not self._buf.full:
+                return EMPTY_OUTPUT
+            self._fit()
+            held = self._buf.as_batch(batch)
+            self._buf.clear()
+            out1 = self._process(held)
+            if consumed >= len(batch):
+                return out1
+            return DetectorOutput.merge([out1, self._process(take_batch(batch, np.arange(consumed, len(batch))))])
+        return self._process(batch)
+
+    def _process(self, batch: EventBatch) -> DetectorOutput:
+        assert self._model is not None
+        codes, callers = caller_codes(batch.client_ids)
+        rows = np.flatnonzero(codes >= 0)
+        if rows.size == 0:
+            return EMPTY_OUTPUT
+        codes = codes[rows]
+        ts = batch.ts[rows]
+        _, first_idx = np.unique(codes, return_index=True)
+        tab = self.table
+        A = tab.arrays
+        cslots = tab.assign(callers, ts[first_idx])
+        lay = make_layout(cslots[codes])
+        srows = rows[lay.order]
+        Xs = batch.X[srows]
+        mdl = self._model
+        r, m = mdl.scores(Xs)
+        score_ev = np.maximum(r, m)
+        ood = (score_ev > self.ood_thr).astype(np.uint8)
+        # OOD count over the last `window` queries (this one included)
+        oi = window_index(lay, A["ohead"], A["olen"], self.W)
+        ow = gather_window(A["ood"], ood, lay, oi)
+        ood_count = (ow[:, 1:] * oi[0][:, 1:]).sum(axis=1) + ood
+        # PRADA: nearest-neighbour distance to the previous `prada_history` queries
+        Y = (standardise(Xs, mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
+        hi = window_index(lay, A["hhead"], A["hlen"], self.H)
+        d2, _ = nn_distances(gather_window(A["hist"], Y, lay, hi), Y, hi[0])
+        dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
+        dist = np.where(np.isfinite(dist), dist, np.float16(np.nan))
+        di = window_index(lay, A["dhead"], A["dlen"], self.M)
+        dw = gather_window(A["dist"], dist, lay, di)
+        dw = np.where(di[0], dw, np.float16(np.nan))
+        D = np.log(np.maximum(np.concatenate([dw[:, 1:], dist[:, None]], axis=1).astype(np.float64), 1e-6))
+        full = np.isfinite(D).all(axis=1)
+        wprime = np.full(len(D), np.nan)
+        if full.any():
+            wprime[full] = shapiro_francia(D[full])
+        prada = np.where(full, (1.0 - wprime) / (1.0 - self.delta), 0.0)
+        score = np.maximum(ood_count / self.T, prada)
+        fire = (score >= 1.0) & ~A["alerted"][lay.slot]
+        findings: list[Finding] = []
+        flagged: list[FlaggedEvent] = []
+        # evidence: OOD queries of callers (bounded per caller)
+        ev_pos = np.flatnonzero(ood)
+        if ev_pos.size:
+            for p in ev_pos.tolist():
+                s = int(lay.slot[p])
+                if A["alerted"][s]:
+                    continue
+                lst = self._evidence.setdefault(s, [])
+                if len(lst) < self.max_evidence:
+                    lst.append(batch.event_ids[int(srows[p])])
+                tab.protected[s] = True
+        if fire.any():
+            first = group_first(fire, lay, fire)
+            names = self.context.schema.numeric
+            for p in first[first >= 0].tolist():
+                s = int(lay.slot[p])
+                A["alerted"][s] = True
+                tab.protected[s] = True
+                row = int(srows[p])
+                eid = batch.event_ids[row]
+                cid = batch.client_ids[row]
+                t = float(batch.ts[row])
+                g = int(np.searchsorted(lay.group_starts, p, side="right") - 1)
+                g0 = int(lay.group_starts[g])
+                ev = [e for e in self._evidence.get(s, [])]
+                # evidence ids recorded for this batch may include events after the trigger
+                later = {batch.event_ids[int(srows[q])] for q in range(p + 1, g0 + int(lay.group_sizes[g]))}
+                ev = [e for e in ev if e not in later]
+                if eid not in ev:
+                    ev = ev[: self.max_evidence - 1] + [eid]
+                n_q = int(A["n_q"][s]) + (p - g0) + 1
+                ts_g = ts[lay.order][g0:p + 1]
+                ood_g = ood[g0:p + 1].astype(bool)
+                first_ts = float(A["first_ts"][s]) if np.isfinite(A["first_ts"][s]) else float(ts_g[0])
+                first_ood = float(A["first_ood"][s])
+                if not np.isfinite(first_ood) and ood_g.any():
+                    first_ood = float(ts_g[np.argmax(ood_g)])
+                window_start = first_ood if np.isfinite(first_ood) else first_ts
+                zt = np.abs(standardise(Xs[p:p + 1], mdl.center, mdl.scale, mdl.clip))[0]
+                top = np.argsort(-zt, kind="stable")[:5]
+                expl = {
+                    "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))",
+                    "ood_count": int(ood_count[p]),
+                    "ood_threshold": self.T,
+                    "window": self.W,
+                    "ood_event_threshold": self.ood_thr,
+                    "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
+                    "prada_threshold": self.delta,
+                    "prada_queries": self.M,
+                    "caller_queries_so_far": n_q,
+                    "first_query_ts": first_ts,
+                    "trigger_top_features": [
+                        {"feature": names[j] if j < len(names) else f"f{j}", "robust_z": float(zt[j])}
+                        for j in top.tolist()
+                    ],
+                    "reference_events": self.reference_events,
+                    "reference_period": list(self._ref_span),
+                    "evidence_cap": self.max_evidence,
+                    "config_hash": self.config_hash,
+                }
+                sev = Severity.CRITICAL if score[p] >= 2.0 else Severity.WARNING
+                findings.append(Finding(
+                    kind=Kind.EXTRACTION, detector=self.name, config_hash=self.config_hash,
+                    trigger_event_id=eid, raised_at=t, score=float(score[p]), threshold=1.0,
+                    severity=sev, explanation=expl, client_id=cid,
+                    window_start=window_start, window_end=t, event_ids=tuple(ev),
+                ))
+                flagged.append(FlaggedEvent(
+                    eid, self.name, float(score[p]), 1.0,
+                    f"extraction: {int(ood_count[p])} OOD of last {self.W}, W'={wprime[p]:.3f}", cid,
+                ))
+                self._evidence.pop(s, None)
+        # ---- state update ----
+        ring_write(A["ood"], ood, lay, A["ohead"], self.W)
+        ring_advance(A["ohead"], A["olen"], lay, self.W)
+        ring_write(A["hist"], Y, lay, A["hhead"], self.H)
+        ring_advance(A["hhead"], A["hlen"], lay, self.H)
+        ring_write(A["dist"], dist, lay, A["dhead"], self.M)
+        ring_advance(A["dhead"], A["dlen"], lay, self.M)
+        ts_sorted = ts[lay.order]
+        gslots = lay.group_slots
+        A["first_ts"][gslots] = np.where(np.isfinite(A["first_ts"][gslots]), A["first_ts"][gslots],
+                                         ts_sorted[lay.group_starts])
+        fo = group_first(ood, lay, ood.astype(bool))
+        has = fo >= 0
+        cur = A["first_ood"][gslots[has]]
+        A["first_ood"][gslots[has]] = np.where(np.isfinite(cur), cur, ts_sorted[fo[has]])
+        A["n_q"][lay.group_slots] += lay.group_sizes
+        tab.last_ts[lay.group_slots] = ts[lay.order][lay.group_starts + lay.group_sizes - 1]
+        return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
+
+    # ---------------------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "buffer": self._buf.state() if self._model is None else None,
+            "model": self._model.state() if self._model is not None else None,
+            "ood_thr": self.ood_thr,
+            "ref_span": list(self._ref_span),
+            "table": self.table.state(),
+            "evidence": {str(k): list(v) for k, v in self._evidence.items()},
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        if state["model"] is None:
+            self._model = None
+            self._buf.load(state["buffer"])
+        else:
+            self._model = SubspaceModel.load(state["model"])
+            self._buf.clear()
+        self.ood_thr = float(state["ood_thr"])
+        self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
+        self.table.load(state["table"])
+        self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
