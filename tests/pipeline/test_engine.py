@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.base import (
+    REGISTRY,
+    Detector,
+    DetectorOutput,
+    Finding,
+    FlaggedEvent,
+    Kind,
+    Severity,
+    WindowStat,
+    register,
+)
+from pipeline import statecodec
+from pipeline.config import DetectorSpec, ModelConfig, MonitorConfig
+from pipeline.engine import BatchResult, Engine
+from pipeline.events import EventBatch, OutcomeBatch, RawMessage
+
+
+class CountingDetector(Detector):
+    """Flags every 5th event whose f0 exceeds 2 (stateful, so batch cuts and restores matter)."""
+
+    name = "test_counting"
+
+    def __init__(self, context: Any, **params: Any) -> None:
+        super().__init__(context, **params)
+        self.hits = 0
+        self.seen = 0
+        self.errors: list[float] = []
+
+    def process(self, batch: EventBatch) -> DetectorOutput:
+        findings, flagged, stats = [], [], []
+        for i in range(len(batch)):
+            self.seen += 1
+            if batch.X[i, 0] > 2:
+                self.hits += 1
+                flagged.append(FlaggedEvent(batch.event_ids[i], self.name, float(batch.X[i, 0]), 2.0, "f0 high",
+                                            batch.client_ids[i]))
+                if self.hits % 5 == 0:
+                    findings.append(Finding(Kind.OUTLIER, self.name, self.config_hash, batch.event_ids[i],
+                                            float(batch.ts[i]), float(batch.X[i, 0]), 2.0, Severity.WARNING,
+                                            {"hits": self.hits}, client_id=batch.client_ids[i],
+                                            event_ids=(batch.event_ids[i],)))
+            if self.seen % 100 == 0:
+                stats.append(WindowStat(self.name, "f0", self.seen // 100, float(batch.ts[i]) - 99,
+                                        float(batch.ts[i]), 100, float(batch.X[i, 0]), None, float(self.hits), None))
+        return DetectorOutput(tuple(findings), tuple(flagged), tuple(stats))
+
+    def process_outcomes(self, batch: OutcomeBatch) -> DetectorOutput:
+        self.errors.extend(batch.error.tolist())
+        if len(self.errors) >= 50 and len(self.errors) - len(batch) < 50:
+            k = 49 - (len(self.errors) - len(batch))
+            return DetectorOutput((Finding(Kind.PERFORMANCE, self.name, self.config_hash, batch.event_ids[k],
+                                           float(batch.ts[k]), float(np.mean(self.errors[:50])), None,
+                                           Severity.INFO, {}),))
+        return DetectorOutput()
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"hits": self.hits, "seen": self.seen, "errors": np.array(self.errors)}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.hits, self.seen, self.errors = state["hits"], state["seen"], state["errors"].tolist()
+
+
+if "test_counting" not in REGISTRY:
+    register(CountingDetector)
+CountingDetector.consumes = "events"
+
+
+class OutcomeView(Detector):
+    name = "test_outcomes"
+    consumes = "outcomes"
+
+    def process_outcomes(self, batch: OutcomeBatch) -> DetectorOutput:
+        return CountingDetector.process_outcomes(self, batch)  # type: ignore[arg-type]
+
+    def __init__(self, context: Any, **params: Any) -> None:
+        super().__init__(context, **params)
+        self.errors: list[float] = []
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"errors": np.array(self.errors)}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.errors = state["errors"].tolist()
+
+
+if "test_outcomes" not in REGISTRY:
+    register(OutcomeView)
+
+
+def config(**kw: Any) -> MonitorConfig:
+    dets = {"test_counting": DetectorSpec(), "test_outcomes": DetectorSpec()}
+    return MonitorConfig(defaults=ModelConfig(detectors=dets), unmatched_labels_alert_at=3, **kw)
+
+
+def stream(n: int = 3000, seed: int = 0) -> list[RawMessage]:
+    rng = np.random.default_rng(seed)
+    msgs: list[RawMessage] = []
+    off = {"predictions": 0, "labels": 0}
+
+    def add(stream: str, obj: Any) -> None:
+        value = obj if isinstance(obj, bytes) else orjson.dumps(obj)
+        msgs.append(RawMessage(stream, f"t-{stream}", 0, off[stream], value))
+        off[stream] += 1
+
+    for i in range(n):
+        ev = {"event_id": f"e{i}", "ts": 1000.0 + i, "model": "m" if i % 7 else "m2", "client_id": f"c{i % 13}",
+              "features": [float(rng.normal(0, 1.5)), float(rng.normal())], "prediction": str(i % 3),
+              "probabilities": [0.5, 0.3, 0.2]}
+        if i % 11 == 0:
+            ev["label"] = str(i % 2)
+        add("predictions", ev)
+        if i % 97 == 5:
+            add("predictions", ev)  # redelivery
+        if i % 333 == 7:
+            add("predictions", b'{"event_id": "broken", "ts": NaN}')
+        if i % 5 == 0 and i > 10:
+            add("labels", {"event_id": f"e{i - 10}", "ts": 1000.0 + i, "label": str(i % 3)})
+        if i % 400 == 9:
+            add("labels", {"event_id": f"nope{i}", "ts": 1000.0 + i, "label": "1"})
+        if i == 1500:
+            add("predictions", {**ev, "event_id": "odd", "features": [1.0, 2.0, 3.0]})
+    return msgs
+
+
+def run_in_batches(engine: Engine, msgs: list[RawMessage], size: int) -> BatchResult:
+    total = BatchResult()
+    for start in range(0, len(msgs), size):
+        r = engine.process(msgs[start : start + size])
+        for field in ("alerts", "alert_updates", "flagged", "stats", "dead_letters"):
+            getattr(total, field).extend(getattr(r, field))
+        total.events += r.events
+        total.duplicates += r.duplicates
+    return total
+
+
+def canonical(result: BatchResult) -> dict[str, list[str]]:
+    def key(rows: list[dict[str, Any]]) -> list[str]:
+        return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=repr).decode() for r in rows)
+
+    return {f: key(getattr(result, f)) for f in ("alerts", "alert_updates", "flagged", "stats", "dead_letters")}
+
+
+def test_results_do_not_depend_on_batch_cuts() -> None:
+    msgs = stream()
+    reference = canonical(run_in_batches(Engine(config(), "r"), msgs, len(msgs)))
+    assert reference["alerts"] and reference["flagged"] and reference["stats"] and reference["dead_letters"]
+    for size in (1, 7, 500):
+        assert canonical(run_in_batches(Engine(config(), "r"), msgs, size)) == reference
+
+
+def test_redeliveries_are_not_scored_twice() -> None:
+    msgs = stream()
+    r = run_in_batches(Engine(config(), "r"), msgs, 256)
+    assert r.duplicates == sum(1 for i in range(3000) if i % 97 == 5)
+    assert r.events == 3001  # 3000 + the odd-schema event
+    flagged_ids = [f["event_id"] for f in r.flagged]
+    assert len(flagged_ids) == len(set(flagged_ids))
+
+
+def test_dead_letters_keep_bytes_reason_and_position() -> None:
+    r = run_in_batches(Engine(config(), "r"), stream(), 1000)
+    assert len(r.dead_letters) == sum(1 for i in range(3000) if i % 333 == 7)
+    dl = r.dead_letters[0]
+    assert dl["raw"] == b'{"event_id": "broken", "ts": NaN}'
+    assert "not valid JSON" in dl["reason"] and dl["source"] == "t-predictions" and dl["position"] > 0
+
+
+def test_data_quality_notices() -> None:
+    r = run_in_batches(Engine(config(), "r"), stream(), 1000)
+    dq = [a for a in r.alerts if a["kind"] == "data_quality"]
+    detectors = {a["detector"] for a in dq}
+    assert "data_quality.schema" in detectors  # the 3-feature event
+    assert "data_quality.labels" in detectors  # unmatched labels reached 3
+    schema = next(a for a in dq if a["detector"] == "data_quality.schema")
+    assert schema["trigger_event_id"] == "odd" and "array[3]" in schema["explanation"]
+
+
+def test_delayed_labels_join_and_feed_outcome_detectors() -> None:
+    r = run_in_batches(Engine(config(), "r"), stream(), 300)
+    perf = [a for a in r.alerts if a["kind"] == "performance"]
+    assert {a["model"] for a in perf} == {"m", "m2"}
+
+
+def test_label_ttl_is_event_time() -> None:
+    cfg = config(label_ttl_seconds=5.0)
+    eng = Engine(cfg, "r")
+    msgs = [RawMessage("predictions", "p", 0, 0, orjson.dumps(
+        {"event_id": "a", "ts": 0.0, "model": "m", "features": [1.0, 1.0], "prediction": "1"})),
+        RawMessage("predictions", "p", 0, 1, orjson.dumps(
+            {"event_id": "b", "ts": 100.0, "model": "m", "features": [1.0, 1.0], "prediction": "1"})),
+        RawMessage("labels", "l", 0, 0, orjson.dumps({"event_id": "a", "ts": 101.0, "label": "1"})),
+        RawMessage("labels", "l", 0, 1, orjson.dumps({"event_id": "b", "ts": 102.0, "label": "1"}))]
+    eng.process(msgs)
+    scope = eng.scope(0)
+    assert scope.labels_unmatched == 1 and scope.labels_matched == 1
+
+
+@pytest.mark.parametrize("cut", [1, 1234, 2999])
+def test_snapshot_restore_gives_identical_results(cut: int) -> None:
+    msgs = stream()
+    whole = canonical(run_in_batches(Engine(config(), "r"), msgs, 250))
+    first = Engine(config(), "r")
+    part1 = run_in_batches(first, msgs[:cut], 250)
+    blob = statecodec.encode(first.snapshot(0))
+    second = Engine(config(), "r")
+    second.restore(0, statecodec.decode(blob))
+    part2 = run_in_batches(second, msgs[cut:], 250)
+    merged = BatchResult()
+    for part in (part1, part2):
+        for field in ("alerts", "alert_updates", "flagged", "stats", "dead_letters"):
+            getattr(merged, field).extend(getattr(part, field))
+    assert canonical(merged) == whole
+
+
+def test_restore_refuses_other_config() -> None:
+    eng = Engine(config(), "r")
+    eng.process(stream(50))
+    snap = eng.snapshot(0)
+    other = Engine(config(batch_size=7), "r")
+    with pytest.raises(ValueError, match="made with config"):
+        other.restore(0, snap)
+
+
+def test_partitions_keep_separate_state() -> None:
+    msgs = stream(400)
+    moved = [RawMessage(m.stream, m.source, 1, m.offset, m.value) for m in msgs]
+    eng = Engine(config(), "r")
+    a = eng.process(msgs)
+    b = eng.process(moved)
+    assert a.events == b.events  # partition 1 did not see partition 0's ids as redeliveries
+    assert {r["partition"] for r in b.flagged} == {1}
