@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The demo command: installs infersentry into .venv and runs `infersentry demo` on embedded
+# defaults (SQLite in ./infersentry-demo.db, no Kafka needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e .
+exec .venv/bin/infersentry demo "$@"
