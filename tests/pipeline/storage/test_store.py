@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from fakes import config, stream
+from sqlalchemy import func, select, update
+
+from pipeline.engine import Engine
+from pipeline.replay import replay_file
+from pipeline.rows import export_line
+from pipeline.runner import Pipeline
+from pipeline.storage.db import make_engine
+from pipeline.storage.store import Store
+from pipeline.storage.tables import ALL_TABLES, alerts, checkpoints, dead_letters, flagged_events, window_stats
+
+
+def counts(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in ALL_TABLES}
+
+
+def test_migrations_are_idempotent(db_url: str) -> None:
+    engine = make_engine(db_url)
+    Store(engine)
+    Store(engine)
+    assert set(counts(Store(engine))) == {t.name for t in ALL_TABLES}
+
+
+def test_a_retried_batch_writes_nothing_twice(db_url: str) -> None:
+    store = Store(make_engine(db_url))
+    result = Engine(config(), "r1").process(stream(1500))
+    assert result.alerts and result.flagged and result.stats and result.dead_letters
+    store.write("r1", result)
+    first = counts(store)
+    store.write("r1", result)
+    assert counts(store) == first
+    assert first["alerts"] == len(result.alerts) and first["dead_letters"] == len(result.dead_letters)
+
+
+def test_runs_are_kept_apart(db_url: str) -> None:
+    store = Store(make_engine(db_url))
+    store.write("a", Engine(config(), "a").process(stream(600)))
+    store.write("b", Engine(config(), "b").process(stream(600)))
+    with store.engine.connect() as conn:
+        per_run = dict(conn.execute(select(alerts.c.run, func.count()).group_by(alerts.c.run)).all())
+    assert per_run["a"] == per_run["b"] > 0
+
+
+def test_alert_update_never_touches_reviewer_status(db_url: str) -> None:
+    store = Store(make_engine(db_url))
+    result = Engine(config(), "r").process(stream(600))
+    store.write("r", result)
+    row = dict(result.alerts[0])
+    with store.engine.begin() as conn:
+        conn.execute(update(alerts).where(alerts.c.alert_id == row["alert_id"]).values(status="confirmed"))
+    upd = {**row, "window_end": "2030-01-01T00:00:00.000Z", "window_end_ts": 1.9e9, "status": "open"}
+    result.alerts, result.alert_updates = [row], [upd]
+    store.write("r", result)
+    with store.engine.connect() as conn:
+        got = conn.execute(select(alerts).where(alerts.c.alert_id == row["alert_id"])).mappings().one()
+    assert got["status"] == "confirmed" and got["window_end"] == "2030-01-01T00:00:00.000Z"
+    assert got["raised_at"] == row["raised_at"]
+
+
+def test_checkpoint_written_with_batch(db_url: str) -> None:
+    store = Store(make_engine(db_url))
+    pipe = Pipeline(store, config(checkpoint_every_events=100), "r", "replay", "test")
+    pipe.process(stream(300))
+    with store.engine.connect() as conn:
+        cp = conn.execute(select(checkpoints)).mappings().one()
+    assert cp["scope"] == "partition-0" and cp["events"] > 0
+    assert orjson.loads(cp["positions"])["t-predictions:0"] > 0
+    restored = Pipeline(store, config(checkpoint_every_events=100), "r", "replay", "test")
+    positions = restored.restore()
+    assert positions == orjson.loads(cp["positions"])
+    assert restored.engine.scope(0).events == cp["events"]
+
+
+def _write_stream(path: Path, n: int) -> None:
+    with open(path, "wb") as fh:
+        for m in stream(n):
+            if m.stream == "predictions":
+                fh.write(m.value + b"\n")
+
+
+def test_crash_and_resume_gives_the_same_rows(db_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "p.jsonl"
+    _write_stream(data, 3000)
+    cfg = config(batch_size=200, checkpoint_every_events=700)
+    clean = Store(make_engine(f"sqlite:///{tmp_path}/clean.db"))
+    replay_file(clean, cfg, data, run="x")
+    store = Store(make_engine(db_url))
+    summary = replay_file(store, cfg, data, run="x", stop_after_batches=9)  # "crash" after 9 batches
+    assert not summary.already_complete
+    resumed = replay_file(store, cfg, data, run="x")
+    assert resumed.resumed
+    for table in (alerts, flagged_events, window_stats, dead_letters):
+        assert _rows(store, table) == _rows(clean, table), table.name
+    assert [export_line(a) for a in store.iter_alerts("x")] == [export_line(a) for a in clean.iter_alerts("x")]
+
+
+def _rows(store: Store, table: object) -> list[tuple[object, ...]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(table)).all()  # type: ignore[call-overload]
+    return sorted(tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows)
