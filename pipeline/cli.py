@@ -121,6 +121,64 @@ def _print_summary(store: Any, run: str, summary: Any) -> None:
     out.print("alerts: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
 
 
+# -- demo -----------------------------------------------------------------------------------
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", help="Events to generate.")] = 30_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated stream.")] = 7,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the generated files go.")] = Path("infersentry-demo"),
+    db: DbOption = None,
+) -> None:
+    """Generate a realistic stream with a drift and attacks, replay it, and show what was found."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from pipeline.demo import run_demo
+    from pipeline.timefmt import format_ts
+
+    out = Console()
+    out.print(f"generating {events:,} prediction logs (benign callers, batch jobs, retries, a canary, "
+              f"one covariate drift, a black-box attacker, a model thief) into {workdir}/ ...")
+    store = _store(db)
+    start = time.monotonic()
+    with Progress(TextColumn("[bold]replay"), BarColumn(), TextColumn("{task.fields[events]:,} events"),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("replay", total=None, events=0)
+
+        def on_batch(progress: Any, totals: Any) -> None:
+            bar.update(task, total=progress.total, completed=progress.done, events=totals.events)
+
+        report = run_demo(store, workdir, n_events=events, seed=seed, on_batch=on_batch)
+    t = report.summary.totals
+    out.print(f"replayed as run [bold]{report.summary.run}[/bold] in {time.monotonic() - start:.1f}s "
+              f"({t.events:,} events, {t.duplicates:,} redeliveries skipped, {t.dead_letters:,} dead letters)")
+    truth = report.truth
+    for cp in truth.change_points:
+        out.print(f"\n[bold]drift[/bold] injected at event {cp.index:,} ({format_ts(cp.ts)}): {cp.description}")
+    for a in report.drift_alerts[:3]:
+        out.print(f"  found: drift alert raised at {a['raised_at']} (score {a['score']:.3g} > threshold "
+                  f"{a['threshold']:.3g})" if a["threshold"] is not None else f"  found: drift alert at {a['raised_at']}")
+    if not report.drift_alerts:
+        out.print("  [red]no drift alert[/red]")
+    out.print("\n[bold]attackers[/bold] in the stream:")
+    flagged = {a["client_id"]: a for a in report.caller_alerts}
+    for at in truth.attackers:
+        hit = flagged.get(at.client_id)
+        out.print(f"  {at.client_id} ({at.kind}, {at.n_queries} queries from {format_ts(at.first_ts)}): "
+                  + (f"[green]caught[/green] as {hit['kind']} at {hit['raised_at']}" if hit else "[red]missed[/red]"))
+    benign = report.flagged_benign_callers
+    out.print(f"benign callers flagged: {len(benign)} of {len(truth.benign_client_ids)}"
+              + (f" ({', '.join(sorted(benign)[:5])})" if benign else ""))
+    per_event = sum(1 for a in report.alerts if a["kind"] in ("adversarial", "outlier"))
+    out.print(f"per-event alerts (adversarial/outlier): {per_event}")
+    db_url = resolve_db_url(db)
+    out.print("\n[bold]where to look next[/bold]")
+    out.print(f"  infersentry alerts list --run {report.summary.run}" + (f" --db {db_url}" if db else ""))
+    out.print(f"  infersentry alerts export --run {report.summary.run} --out alerts.jsonl")
+    out.print("  docker compose up   # Kafka, PostgreSQL, Grafana dashboards at http://localhost:3000")
+
+
 # -- alerts ---------------------------------------------------------------------------------
 @alerts_app.command("export")
 def alerts_export(
