@@ -264,6 +264,77 @@ def alerts_review(
     Console().print(f"{matches[0].alert_id} in {matches[0].run}: {status}")
 
 
+# -- kafka ----------------------------------------------------------------------------------
+def _kafka_settings(bootstrap: str) -> Any:
+    from pipeline.sources.kafka import KafkaClientSettings
+
+    return KafkaClientSettings.from_env(bootstrap_servers=bootstrap)
+
+
+@app.command("run")
+def run_cmd(
+    topic: Annotated[str, typer.Option("--topic", help="Predictions topic.")] = "predictions",
+    labels_topic: Annotated[str, typer.Option("--labels-topic", help="Delayed labels topic ('' for none).")] = "labels",
+    group: Annotated[str, typer.Option("--group", help="Consumer group id.")] = "infersentry",
+    config: ConfigOption = None,
+    until_idle: Annotated[float | None, typer.Option("--until-idle", help="Also exit 0 after this many seconds without new messages.")] = None,
+    run: Annotated[str, typer.Option("--run", help="Run name for the live results.")] = "live",
+    bootstrap: BootstrapOption = "127.0.0.1:9092",
+    db: DbOption = None,
+) -> None:
+    """Consume from Kafka in a consumer group until stopped (SIGTERM/SIGINT: finish the batch,
+    checkpoint, leave the group, exit 0)."""
+    from pipeline.live import LiveStatus, StopFlag, run_live
+    from pipeline.sources.kafka import KafkaSourceError
+
+    cfg = load_config(config)
+    store = _store(db)
+    stop = StopFlag()
+    stop.install_signal_handlers()
+
+    def status(s: LiveStatus) -> None:
+        lag = sum(s.lag.values())
+        err.print(f"{s.totals.events:,} events ({s.rate:,.0f}/s), {s.totals.alerts:,} alerts, "
+                  f"partitions {sorted(s.partitions)}, consumer lag {lag:,}", highlight=False)
+
+    try:
+        totals = run_live(store, cfg, _kafka_settings(bootstrap), run=run, group=group, predictions_topic=topic,
+                          labels_topic=labels_topic or None, until_idle=until_idle, stop=stop, on_status=status)
+    except KafkaSourceError as exc:
+        fail(str(exc).splitlines()[0])
+    err.print(f"stopped: {totals.events:,} events, {totals.alerts:,} alerts, {totals.dead_letters:,} dead letters",
+              highlight=False)
+
+
+@app.command()
+def simulate(
+    topic: Annotated[str, typer.Option("--topic", help="Predictions topic.")] = "predictions",
+    labels_topic: Annotated[str, typer.Option("--labels-topic", help="Labels topic ('' for none).")] = "labels",
+    events: Annotated[int, typer.Option("--events", help="Predictions to send.")] = 100_000,
+    rate: Annotated[float, typer.Option("--rate", help="Predictions per second; 0 = as fast as possible.")] = 0.0,
+    scenario: Annotated[str, typer.Option("--scenario", help="mixed (drift + attacks), benign, or another named scenario.")] = "mixed",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated traffic.")] = 0,
+    partitions: Annotated[int, typer.Option("--partitions", help="Partitions of topics it creates.")] = 4,
+    bootstrap: BootstrapOption = "127.0.0.1:9092",
+) -> None:
+    """Produce realistic traffic to Kafka (creates missing topics; exits when N events are sent)."""
+    from pipeline.simulate import simulate as run_simulation
+    from pipeline.sources.kafka import KafkaSourceError
+    from pipeline.traffic import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        fail(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    if events < 1 or rate < 0:
+        fail("--events must be at least 1 and --rate at least 0")
+    try:
+        n_pred, n_lab = run_simulation(_kafka_settings(bootstrap), predictions_topic=topic,
+                                       labels_topic=labels_topic or None, n_events=events, rate=rate,
+                                       scenario=scenario, seed=seed, partitions=partitions)
+    except KafkaSourceError as exc:
+        fail(str(exc).splitlines()[0])
+    Console().print(f"sent {n_pred:,} predictions to {topic} and {n_lab:,} labels to {labels_topic or '-'}")
+
+
 # -- database -------------------------------------------------------------------------------
 @app.command("migrate")
 def migrate_cmd(db: DbOption = None) -> None:
