@@ -289,32 +289,55 @@ def make_layout(slots: np.ndarray) -> Layout:
     return Layout(order, s, rank, start, np.repeat(gsizes, gsizes), gstarts, s[gstarts], gsizes)
 
 
-def window_index(lay: Layout, head: np.ndarray, length: np.ndarray, K: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For every sorted event, where its caller's previous ``K`` items live.
+@dataclass
+class Window:
+    """For every sorted event, where its caller's previous ``K`` items live (oldest first).
 
-    Returns ``(valid, from_ring, ring_pos, batch_pos)``, each ``(n, K)``, oldest first: an item
-    is either in the caller's ring at ``ring_pos`` or an earlier event of the same caller in
-    this batch at sorted position ``batch_pos``.
+    ``index`` points into a *pool*: the rings of the batch's callers (``K`` rows per caller, in
+    group order) followed by the batch's own values in sorted order; ``valid`` marks items that
+    exist (a caller with fewer than ``K`` earlier items has invalid leading entries).
     """
-    L = length[lay.slot].astype(np.int64)[:, None]
-    j = L + lay.rank[:, None] - K + np.arange(K)[None, :]
-    valid = j >= 0
-    from_ring = j < L
-    ring_pos = (head[lay.slot].astype(np.int64)[:, None] - L + j) % K
-    batch_pos = np.clip(lay.start[:, None] + (j - L), 0, max(len(lay.slot) - 1, 0))
-    return valid, from_ring, ring_pos, batch_pos
+
+    index: np.ndarray
+    valid: np.ndarray
+    K: int
+
+    def gather(self, ring: np.ndarray, batch_vals: np.ndarray, lay: Layout,
+               dtype: Any = None) -> np.ndarray:
+        tail = ring.shape[2:]
+        rows = ring[lay.group_slots].reshape(-1, *tail)
+        pool = np.concatenate([rows, batch_vals.reshape(-1, *tail)])
+        if dtype is not None:
+            pool = pool.astype(dtype, copy=False)
+        return pool[self.index]
 
 
-def gather_window(ring: np.ndarray, batch_vals: np.ndarray, lay: Layout, idx: tuple[np.ndarray, ...]
-                  ) -> np.ndarray:
-    """Values of the windows described by :func:`window_index` (``batch_vals`` in sorted order)."""
-    valid, from_ring, ring_pos, batch_pos = idx
-    a = ring[lay.slot[:, None], ring_pos]
-    b = batch_vals[batch_pos]
-    if a.ndim == 3:
-        return np.where(from_ring[:, :, None], a, b)
-    return np.where(from_ring, a, b)
+def window_index(lay: Layout, head: np.ndarray, length: np.ndarray, K: int,
+                 sel: np.ndarray | None = None, last: int | None = None) -> Window:
+    """Pool indices of sorted events' windows of their caller's previous ``K`` items.
+
+    With ``c = 0..K-1`` the window column, an event of rank ``r`` whose caller's ring holds
+    ``L`` items with write position ``h`` sees ring item ``(h + r + c) mod K`` while
+    ``c < K - r`` and otherwise its own batch's item ``start + r - K + c``; the column is valid
+    when ``c >= K - r - L``. ``sel`` restricts the rows to some sorted positions and ``last``
+    keeps only the newest ``last`` columns (the pool is the same either way).
+    """
+    n = len(lay.slot)
+    G = len(lay.group_slots)
+    c = np.arange(K - (last or K), K, dtype=np.int64)[None, :]
+    gi = np.repeat(np.arange(G, dtype=np.int64), lay.group_sizes)
+    slot, r, start = lay.slot, lay.rank, lay.start
+    if sel is not None:
+        slot, r, start, gi = slot[sel], r[sel], start[sel], gi[sel]
+    a = ((head[slot].astype(np.int64) + r) % K)[:, None] + c
+    a -= K * (a >= K)
+    a += (gi * K)[:, None]
+    from_ring = c < (K - r)[:, None]
+    b = (G * K + start + r - K)[:, None] + c
+    index = np.where(from_ring, a, b)
+    np.clip(index, 0, max(G * K + n - 1, 0), out=index)
+    valid = c >= (K - r - length[slot].astype(np.int64))[:, None]
+    return Window(index, valid, K)
 
 
 def ring_write(ring: np.ndarray, batch_vals: np.ndarray, lay: Layout, head: np.ndarray, K: int) -> None:
@@ -410,15 +433,10 @@ class CallerTable:
 
     def assign(self, callers: list[str], first_ts: np.ndarray) -> np.ndarray:
         """Slots of ``callers`` (distinct), creating rows as needed; expired callers are reset."""
-        slots = np.empty(len(callers), dtype=np.int64)
-        new: list[int] = []
-        for i, c in enumerate(callers):
-            s = self.index.get(c)
-            if s is None:
-                new.append(i)
-                slots[i] = -1
-            else:
-                slots[i] = s
+        got = list(map(self.index.get, callers))
+        new = [i for i, s in enumerate(got) if s is None]
+        slots = np.fromiter((-1 if s is None else s for s in got), dtype=np.int64, count=len(got)) \
+            if new else np.array(got, dtype=np.int64)
         known = slots >= 0
         if known.any():
             ks = slots[known]
@@ -472,12 +490,14 @@ class CallerTable:
 
 def caller_codes(client_ids: list[str | None]) -> tuple[np.ndarray, list[str]]:
     """Per-event index into the batch's distinct callers (-1 where there is no ``client_id``)."""
-    seen: dict[str, int] = {}
-    codes = np.fromiter(
-        (-1 if c is None else seen.setdefault(c, len(seen)) for c in client_ids),
-        dtype=np.int64, count=len(client_ids),
-    )
-    return codes, list(seen)
+    distinct = list(dict.fromkeys(client_ids))
+    index = {c: i for i, c in enumerate(distinct)}
+    codes = np.fromiter(map(index.__getitem__, client_ids), dtype=np.int64, count=len(client_ids))
+    if None in index:
+        k = index[None]
+        codes = np.where(codes == k, -1, np.where(codes > k, codes - 1, codes))
+        distinct.pop(k)
+    return codes, distinct  # type: ignore[return-value]
 
 
 def group_first(values: np.ndarray, lay: Layout, mask: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ compact fingerprints, and each query is compared with them:
   ``radius`` of it but not identical. Exact repeats are ignored: retries and canaries are
   benign, an attack needs *new* points;
 * the caller's statistic is the number of distinct near-duplicates among its last
-  ``history`` queries (the current one included). It is an integer computed per event, so it
+  ``window`` queries (the current one included; one flag byte per query is kept). It is an integer computed per event, so it
   does not depend on batch boundaries. When it reaches ``threshold`` at a near-duplicate
   query, an ``attack_campaign`` alert is raised at that query.
 
@@ -36,7 +36,7 @@ always included). Every ``update_every`` further near-duplicates an update with 
 low margin (below the 10th percentile of the first events) is reported: boundary-walking attacks
 concentrate there, and it sets the severity to critical when at least half of them are.
 
-Memory: per caller ``history * (dims * 2 + 1) + 64`` bytes in numpy arrays plus one dict entry;
+Memory: per caller ``history * dims * 2 + window + 58`` bytes (378 by default) in numpy arrays plus one dict entry;
 at most ``max_callers`` callers (idle ones expire after ``ttl`` seconds of event time, callers
 with near-duplicates after ``suspicious_ttl``; when full, the least recently active callers
 without near-duplicates are evicted first). Events without ``client_id`` are not scored.
@@ -52,7 +52,6 @@ from detectors.attack._common import (
     CallerTable,
     WarmupBuffer,
     caller_codes,
-    gather_window,
     make_layout,
     ring_advance,
     ring_write,
@@ -76,8 +75,8 @@ from pipeline.events import EventBatch
 
 
 def nn_distances(Yw: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances of ``y`` (n, p) to its windows ``Yw`` (n, K, p) and the exact-repeat mask."""
-    diff = Yw.astype(np.float32) - y.astype(np.float32)[:, None, :]
+    """Squared distances of ``y`` (n, p) to its windows ``Yw`` (n, K, p, float32) and exact repeats."""
+    diff = Yw - y.astype(np.float32)[:, None, :]
     d2 = np.einsum("nkp,nkp->nk", diff, diff)
     exact = valid & (d2 == 0.0)
     d2 = np.where(valid & ~exact, d2, np.inf)
@@ -94,12 +93,14 @@ class CampaignDetector(Detector):
         Route, schema and seed (the seed draws the random projection).
     scale_events : int, default 500
         First events of the route used to estimate feature scales and the default radius.
-    history : int, default 32
-        Queries remembered per caller (the window of the statistic).
-    dims : int, default 12
+    history : int, default 16
+        Fingerprints remembered per caller (each query is compared with these).
+    window : int, default 64
+        Queries over which near-duplicates are counted.
+    dims : int, default 8
         Random-projection dimensions of a fingerprint.
     threshold : int, default 8
-        Distinct near-duplicates among the last ``history`` queries that raise an alert.
+        Distinct near-duplicates among the last ``window`` queries that raise an alert.
     radius : float or None, default None
         Near-duplicate radius (RMS of robust-standardised feature differences); None = automatic.
     radius_factor : float, default 0.5
@@ -144,8 +145,9 @@ class CampaignDetector(Detector):
         context: DetectorContext,
         *,
         scale_events: int = 500,
-        history: int = 32,
-        dims: int = 12,
+        history: int = 16,
+        window: int = 64,
+        dims: int = 8,
         threshold: int = 8,
         radius: float | None = None,
         radius_factor: float = 0.5,
@@ -164,8 +166,8 @@ class CampaignDetector(Detector):
             raise ValueError("history must be in [2, 255]")
         if dims < 1:
             raise ValueError("dims must be >= 1")
-        if not 1 <= threshold <= history:
-            raise ValueError("threshold must be in [1, history]")
+        if not 2 <= window <= 255 or not 1 <= threshold <= window:
+            raise ValueError("need 2 <= window <= 255 and 1 <= threshold <= window")
         if radius is not None and radius <= 0:
             raise ValueError("radius must be > 0 or None")
         if radius_factor <= 0 or max_radius <= 0:
@@ -179,13 +181,14 @@ class CampaignDetector(Detector):
         if clip <= 0 or clip > 1000:
             raise ValueError("clip must be in (0, 1000] (fingerprints are float16)")
         super().__init__(
-            context, scale_events=scale_events, history=history, dims=dims, threshold=threshold,
+            context, scale_events=scale_events, history=history, window=window, dims=dims, threshold=threshold,
             radius=radius, radius_factor=radius_factor, max_radius=max_radius,
             max_evidence=max_evidence, update_every=update_every, campaign_gap=campaign_gap,
             max_callers=max_callers, ttl=ttl, suspicious_ttl=suspicious_ttl, clip=clip,
         )
         self.scale_events = scale_events
         self.K = history
+        self.Wn = window
         self.dims = dims
         self.T = threshold
         self.radius_param = radius
@@ -208,9 +211,12 @@ class CampaignDetector(Detector):
             max_callers, ttl, suspicious_ttl,
             {
                 "hist": ((history, dims), np.float16, 0),
-                "nd": ((history,), np.uint8, 0),
+                "nd": ((window,), np.uint8, 0),
                 "head": ((), np.int32, 0),
                 "len": ((), np.int32, 0),
+                "nhead": ((), np.int32, 0),
+                "nd_sum": ((), np.int16, 0),
+                "nlen": ((), np.int32, 0),
                 "n_q": ((), np.int64, 0),
                 "camp_nd": ((), np.int32, 0),
                 "camp_lowm": ((), np.int32, 0),
@@ -244,7 +250,7 @@ class CampaignDetector(Detector):
             ln = np.zeros(1, dtype=np.int32)
             idx = window_index(lay, head, ln, self.K)
             ring = np.zeros((1, self.K, self.dims), dtype=np.float16)
-            d2, _ = nn_distances(gather_window(ring, Y, lay, idx), Y, idx[0])
+            d2, _ = nn_distances(idx.gather(ring, Y, lay, np.float32), Y, idx.valid)
             nn = np.sqrt(d2.min(axis=1) / d)
             nn = nn[np.isfinite(nn)]
             q = float(np.quantile(nn, 0.01)) if nn.size else self.max_radius
@@ -285,14 +291,22 @@ class CampaignDetector(Detector):
         order = lay.order
         Ys = self._project(batch.X[rows[order]])
         idx = window_index(lay, A["head"], A["len"], self.K)
-        valid = idx[0]
-        d2, exact = nn_distances(gather_window(A["hist"], Ys, lay, idx), Ys, valid)
+        valid = idx.valid
+        d2, exact = nn_distances(idx.gather(A["hist"], Ys, lay, np.float32), Ys, valid)
         dmin2 = d2.min(axis=1)
         d = max(batch.X.shape[1], 1)
         nd = dmin2 < (self.radius**2) * d
         ndu = nd.astype(np.uint8)
-        win = gather_window(A["nd"], ndu, lay, idx)
-        count = (win * valid).sum(axis=1) + ndu
+        # near-duplicate count over the window; only callers with a flag in their ring or in
+        # this batch can have a non-zero count (a caller's flag ring is all zeros otherwise)
+        count = ndu.astype(np.int64)
+        g_any = np.add.reduceat(ndu, lay.group_starts) > 0
+        active = np.repeat(g_any | (A["nd_sum"][lay.group_slots] > 0), lay.group_sizes)
+        if active.any():
+            sel = np.flatnonzero(active)
+            widx = window_index(lay, A["nhead"], A["nlen"], self.Wn, sel=sel)
+            win = widx.gather(A["nd"], ndu, lay)
+            count[sel] += (win[:, 1:] * widx.valid[:, 1:]).sum(axis=1, dtype=np.int64)
         # ---- sequential per-caller bookkeeping, only for callers with near-duplicates ----
         findings: list[Finding] = []
         flagged: list[FlaggedEvent] = []
@@ -311,8 +325,13 @@ class CampaignDetector(Detector):
                 )
         # ---- state update ----
         ring_write(A["hist"], Ys, lay, A["head"], self.K)
-        ring_write(A["nd"], ndu, lay, A["head"], self.K)
         ring_advance(A["head"], A["len"], lay, self.K)
+        if active.any():
+            ring_write(A["nd"], ndu, lay, A["nhead"], self.Wn)
+            gs_act = lay.group_slots[g_any | (A["nd_sum"][lay.group_slots] > 0)]
+        ring_advance(A["nhead"], A["nlen"], lay, self.Wn)
+        if active.any():
+            A["nd_sum"][gs_act] = A["nd"][gs_act].sum(axis=1)
         A["n_q"][lay.group_slots] += lay.group_sizes
         last = lay.group_starts + lay.group_sizes - 1
         tab.last_ts[lay.group_slots] = ts[order][last]
@@ -358,8 +377,9 @@ class CampaignDetector(Detector):
             share_low = float(A["camp_lowm"][slot]) / n_camp
             cid = batch.client_ids[row]
             expl = {
-                "statistic": f"distinct near-duplicates among the caller's last {self.K} queries",
+                "statistic": f"distinct near-duplicates among the caller's last {self.Wn} queries",
                 "near_duplicates_in_window": c,
+                "window": self.Wn,
                 "history": self.K,
                 "radius": self.radius,
                 "nn_distance": float(np.sqrt(dmin2[k] / d)),
@@ -379,7 +399,7 @@ class CampaignDetector(Detector):
                 is_update = False
                 flagged.append(FlaggedEvent(
                     eid, self.name, float(c), float(self.T),
-                    f"attack_campaign: {c} distinct near-duplicates in last {self.K} queries", cid,
+                    f"attack_campaign: {c} distinct near-duplicates in last {self.Wn} queries", cid,
                 ))
             else:
                 is_update = True

@@ -16,7 +16,7 @@ natural inputs: it sends synthetic ones (uniform or Gaussian noise, Jacobian-bas
   neighbour among the caller's previous ``prada_history`` queries (exact repeats ignored) is
   recorded; natural queries give roughly normally distributed distances, synthetic
   augmentation sequences do not (many tiny steps next to large jumps). Over the caller's last
-  ``prada_queries`` distances a Shapiro-Francia statistic ``W'`` is computed (squared
+  ``window`` distances a Shapiro-Francia statistic ``W'`` is computed (squared
   correlation of the sorted distances with expected normal order statistics); ``W' <
   prada_threshold`` is evidence of extraction. Unlike PRADA we test the *logarithm* of the
   distances: a minimum over a bounded history is right-skewed even for natural traffic (raw
@@ -28,7 +28,7 @@ fires at the first query where it reaches 1 (one alert per caller while its stat
 ``event_ids`` holds the caller's OOD queries (at most ``max_evidence``, trigger included); the
 explanation gives both statistics, the window and the reference period.
 
-Memory per caller: ``window + prada_history * 16 + prada_queries * 2 + 40`` bytes (numpy), at
+Memory per caller: ``window * 19 + 40`` bytes in numpy arrays (648 by default), at
 most ``max_callers`` callers with the same TTL/LRU rules as :mod:`detectors.attack.campaign`.
 The first ``reference_events`` events are held back until the model is fitted and then scored.
 Events without ``client_id`` are not scored.
@@ -46,13 +46,13 @@ from detectors.attack._common import (
     SubspaceModel,
     WarmupBuffer,
     caller_codes,
-    gather_window,
     group_first,
     make_layout,
     ring_advance,
     ring_write,
     standardise,
     take_batch,
+    Window,
     window_index,
 )
 from detectors.attack.campaign import nn_distances
@@ -110,9 +110,8 @@ class ExtractionDetector(Detector):
     ood_threshold : int, default 10
         OOD queries in the window that raise an alert.
     prada_history : int, default 16
-        Previous queries a new query's nearest-neighbour distance is taken over.
-    prada_queries : int, default 48
-        Distances the normality test runs on (the test starts after this many queries).
+        Previous queries a new query's nearest-neighbour distance is taken over (<= window).
+        The normality test runs on the last ``window`` distances, once there are that many.
     prada_threshold : float, default 0.8
         ``W'`` below this is extraction evidence.
     max_evidence : int, default 50
@@ -151,7 +150,6 @@ class ExtractionDetector(Detector):
         window: int = 32,
         ood_threshold: int = 10,
         prada_history: int = 16,
-        prada_queries: int = 48,
         prada_threshold: float = 0.8,
         max_evidence: int = 50,
         max_callers: int = 1_000_000,
@@ -166,8 +164,8 @@ class ExtractionDetector(Detector):
             raise ValueError("ood_quantile must be in [0.5, 1)")
         if not 2 <= window <= 255 or not 1 <= ood_threshold <= window:
             raise ValueError("need 2 <= window <= 255 and 1 <= ood_threshold <= window")
-        if not 1 <= prada_history <= 255 or not 8 <= prada_queries <= 255:
-            raise ValueError("need 1 <= prada_history <= 255 and 8 <= prada_queries <= 255")
+        if not 1 <= prada_history <= window or window < 8:
+            raise ValueError("need 1 <= prada_history <= window and window >= 8")
         if not 0.0 < prada_threshold < 1.0:
             raise ValueError("prada_threshold must be in (0, 1)")
         if max_evidence < 1 or max_callers < 1 or ttl <= 0 or suspicious_ttl <= 0:
@@ -175,7 +173,7 @@ class ExtractionDetector(Detector):
         super().__init__(
             context, reference_events=reference_events, var_kept=var_kept,
             max_components=max_components, clip=clip, ood_quantile=ood_quantile, window=window,
-            ood_threshold=ood_threshold, prada_history=prada_history, prada_queries=prada_queries,
+            ood_threshold=ood_threshold, prada_history=prada_history,
             prada_threshold=prada_threshold, max_evidence=max_evidence, max_callers=max_callers,
             ttl=ttl, suspicious_ttl=suspicious_ttl,
         )
@@ -187,7 +185,6 @@ class ExtractionDetector(Detector):
         self.W = window
         self.T = ood_threshold
         self.H = prada_history
-        self.M = prada_queries
         self.delta = prada_threshold
         self.max_evidence = max_evidence
         d = context.schema.n_numeric
@@ -203,12 +200,8 @@ class ExtractionDetector(Detector):
                 "ood": ((window,), np.uint8, 0),
                 "ohead": ((), np.int32, 0),
                 "olen": ((), np.int32, 0),
-                "hist": ((prada_history, PRADA_DIMS), np.float16, 0),
-                "hhead": ((), np.int32, 0),
-                "hlen": ((), np.int32, 0),
-                "dist": ((prada_queries,), np.float16, np.nan),
-                "dhead": ((), np.int32, 0),
-                "dlen": ((), np.int32, 0),
+                "hist": ((window, PRADA_DIMS), np.float16, 0),
+                "dist": ((window,), np.float16, np.nan),
                 "n_q": ((), np.int64, 0),
                 "first_ts": ((), np.float64, np.nan),
                 "first_ood": ((), np.float64, np.nan),
@@ -265,17 +258,16 @@ class ExtractionDetector(Detector):
         ood = (score_ev > self.ood_thr).astype(np.uint8)
         # OOD count over the last `window` queries (this one included)
         oi = window_index(lay, A["ohead"], A["olen"], self.W)
-        ow = gather_window(A["ood"], ood, lay, oi)
-        ood_count = (ow[:, 1:] * oi[0][:, 1:]).sum(axis=1) + ood
+        ow = oi.gather(A["ood"], ood, lay)
+        ood_count = (ow[:, 1:] * oi.valid[:, 1:]).sum(axis=1) + ood
         # PRADA: nearest-neighbour distance to the previous `prada_history` queries
         Y = (standardise(Xs, mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
-        hi = window_index(lay, A["hhead"], A["hlen"], self.H)
-        d2, _ = nn_distances(gather_window(A["hist"], Y, lay, hi), Y, hi[0])
+        hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
+        d2, _ = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
         dist = np.where(np.isfinite(dist), dist, np.float16(np.nan))
-        di = window_index(lay, A["dhead"], A["dlen"], self.M)
-        dw = gather_window(A["dist"], dist, lay, di)
-        dw = np.where(di[0], dw, np.float16(np.nan))
+        dw = oi.gather(A["dist"], dist, lay)
+        dw = np.where(oi.valid, dw, np.float16(np.nan))
         D = np.log(np.maximum(np.concatenate([dw[:, 1:], dist[:, None]], axis=1).astype(np.float64), 1e-6))
         full = np.isfinite(D).all(axis=1)
         wprime = np.full(len(D), np.nan)
@@ -334,7 +326,7 @@ class ExtractionDetector(Detector):
                     "ood_event_threshold": self.ood_thr,
                     "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
                     "prada_threshold": self.delta,
-                    "prada_queries": self.M,
+                    "prada_distances": self.W,
                     "caller_queries_so_far": n_q,
                     "first_query_ts": first_ts,
                     "trigger_top_features": [
@@ -360,11 +352,9 @@ class ExtractionDetector(Detector):
                 self._evidence.pop(s, None)
         # ---- state update ----
         ring_write(A["ood"], ood, lay, A["ohead"], self.W)
+        ring_write(A["hist"], Y, lay, A["ohead"], self.W)
+        ring_write(A["dist"], dist, lay, A["ohead"], self.W)
         ring_advance(A["ohead"], A["olen"], lay, self.W)
-        ring_write(A["hist"], Y, lay, A["hhead"], self.H)
-        ring_advance(A["hhead"], A["hlen"], lay, self.H)
-        ring_write(A["dist"], dist, lay, A["dhead"], self.M)
-        ring_advance(A["dhead"], A["dlen"], lay, self.M)
         ts_sorted = ts[lay.order]
         gslots = lay.group_slots
         A["first_ts"][gslots] = np.where(np.isfinite(A["first_ts"][gslots]), A["first_ts"][gslots],
