@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from detectors.drift.input_output import DriftDetector
+from detectors.drift.performance import PerformanceDetector
 
-__all__ = ["DriftDetector"]
+__all__ = ["DriftDetector", "PerformanceDetector"]
