@@ -3,55 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, select
 
 from pipeline import review
 from pipeline.storage.db import make_engine, migrate
 from pipeline.storage.tables import alert_reviews, alerts
 
-PG_URL = os.environ.get(
-    "INFERSENTRY_TEST_PG_URL", "postgresql://infersentry:infersentry@127.0.0.1:5432/infersentry_test"
-)
-
-
-def _fresh_pg_engine() -> Iterator[Engine]:
-    """A brand-new database on the test server (created here, dropped afterwards)."""
-    admin = make_engine(PG_URL)
-    name = f"infersentry_review_{os.getpid()}_{secrets.token_hex(3)}"
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:  # the test command starts PostgreSQL: unreachable is a failure
-        pytest.fail(f"PostgreSQL unreachable at {PG_URL} (start it with scripts/pg-up.sh): {exc}")
-    engine = make_engine(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
+    """A migrated database: SQLite, and a fresh database on the real PostgreSQL server."""
     if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'review.db'}")
-        migrate(eng)
-        yield eng
-        eng.dispose()
+        url = f"sqlite:///{tmp_path / 'review.db'}"
     else:
-        for eng in _fresh_pg_engine():
-            migrate(eng)
-            yield eng
+        url = request.getfixturevalue("pg_url")  # tests/conftest.py: fails if PostgreSQL is down
+    eng = make_engine(url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
 
 
 def _alert(run: str, alert_id: str, status: str = "open") -> dict[str, object]:
@@ -153,3 +126,7 @@ def test_reviewer_name_is_trimmed_and_bounded(seeded: Engine) -> None:
     with pytest.raises(ValueError, match="reviewer name"):
         review.set_status(seeded, "live", "a1", "confirmed", reviewer="x" * 129)
     assert _row(seeded, "live", "a1").status == "acknowledged"
+
+
+def test_reviewer_bound_matches_the_schema() -> None:
+    assert review._REVIEWER_MAX == alerts.c.reviewer.type.length == alert_reviews.c.reviewer.type.length
