@@ -656,7 +656,7 @@ ORDER BY 1"""
              "AND a.status IN ($status) AND $__unixEpochFilter(a.raised_ts)"),
         stat("Flagged events in range", "SELECT count(*) AS \"flagged\" FROM flagged_events f "
              "WHERE f.run = '$run' AND f.model IN ($model) AND $__unixEpochFilter(f.ts)"),
-        stat("Confirmed / false positive (range)",
+        stat("Confirmed % of decided (range)",
              f"SELECT round(100.0 * count(*) FILTER (WHERE a.status = 'confirmed') / NULLIF(count(*) "
              f"FILTER (WHERE a.status IN ('confirmed', 'false_positive')), 0), 1) AS \"confirmed %\" "
              f"FROM alerts a WHERE {ALERT_FILTER} AND $__unixEpochFilter(a.raised_ts)",
