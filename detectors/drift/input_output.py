@@ -104,9 +104,9 @@ class DriftDetector(Detector):
         Reference arrays instead of the first events: ``"X"`` (n, d) is required; ``"C"``,
         ``"prediction"``, ``"confidence"``, ``"margin"``, ``"entropy"``, ``"client_ids"``, ``"ts"``
         are optional. Output channels absent from it are not monitored.
-    block_size : int, default 100
+    block_size : int, default 200
         A window closes every ``block_size`` events of the route.
-    window_sizes : tuple of int, default (200, 500, 1000)
+    window_sizes : tuple of int, default (200, 600, 1000)
         Window lengths in events (multiples of ``block_size``); all tested at every close.
     n_bins : int, default 16
         Reference-quantile bins per numeric channel.
@@ -156,8 +156,8 @@ class DriftDetector(Detector):
         *,
         reference_size: int = 2000,
         reference: Mapping[str, Any] | None = None,
-        block_size: int = 100,
-        window_sizes: Sequence[int] = (200, 500, 1000),
+        block_size: int = 200,
+        window_sizes: Sequence[int] = (200, 600, 1000),
         n_bins: int = 16,
         n_components: int = 8,
         max_categories: int = 20,
@@ -496,11 +496,14 @@ class DriftDetector(Detector):
         names = model["names"]
         out = np.empty((n, len(names)), dtype=np.uint8)
         edges = model["edges"]
-        for c in range(Zn.shape[1]):
-            col = Zn[:, c]
-            b = np.searchsorted(edges[c], col, side="right")
-            b[np.isnan(col)] = self.missing_bin
-            out[:, c] = b
+        nn = Zn.shape[1]
+        # bin = number of edges <= value (``searchsorted(..., side="right")``), vectorised over
+        # channels; padded edges are +inf and NaN compares false, then goes to the missing bin
+        b = np.zeros((n, nn), dtype=np.uint8)
+        for k in range(edges.shape[1]):
+            b += Zn >= edges[:, k]
+        b[np.isnan(Zn)] = self.missing_bin
+        out[:, :nn] = b
         n_num = model["n_num"]
         cols: list[list[Any]] = [list(C[:, j]) for j in range(C.shape[1])]
         if model["pred_kind"] == "categorical":
