@@ -1,0 +1,5 @@
+"""``python -m pipeline`` is the ``infersentry`` command."""
+
+from pipeline.cli import main
+
+main()
