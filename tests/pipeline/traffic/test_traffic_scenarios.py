@@ -183,3 +183,17 @@ def test_drifts_do_not_touch_the_canary_or_retries(mixed: Traffic) -> None:
     canary = [m for m in mixed.predictions if m["client_id"] == mixed.truth.canary_id]
     assert canary[0]["features"] == canary[-1]["features"]
     assert any(m["ts"] > mixed.predictions[cp]["ts"] for m in canary)
+
+
+def test_digits_correlation_drift_shuffles_a_block_keeping_marginals() -> None:
+    sc = Scenario("cd", "test", drifts=(CorrelationDrift(at=0.5),))
+    t = generate(sc, n_events=16000, seed=6, dataset="digits")
+    feats = t.truth.change_points[0].features
+    cols = [int(f[1:]) for f in feats]
+    before, after = _split(t, 6000)
+    a = np.array([m["features"] for m in before])[:, cols]
+    b = np.array([m["features"] for m in after])[:, cols]
+    assert np.allclose(a.mean(axis=0), b.mean(axis=0), atol=0.03)
+    r_a = np.corrcoef(a[:, 0], a[:, 1])[0, 1]
+    r_b = np.corrcoef(b[:, 0], b[:, 1])[0, 1]
+    assert abs(r_b) < abs(r_a) - 0.2

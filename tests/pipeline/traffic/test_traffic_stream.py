@@ -193,9 +193,10 @@ def test_iter_events_merges_labels_after_their_predictions() -> None:
     assert (n_pred, n_lab) == (len(t.predictions), len(t.labels))
 
 
+@pytest.mark.parametrize("dataset", ["tabular", "digits"])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_every_scenario_generates(name: str, contract_errors) -> None:
-    t = generate(name, n_events=4000, seed=1)
+def test_every_scenario_generates(name: str, dataset: str, contract_errors) -> None:
+    t = generate(name, n_events=4000, seed=1, dataset=dataset)
     assert len(t.predictions) == 4000
     assert t.truth.scenario == name
     assert len(t.truth.attackers) <= len(SCENARIOS[name].attackers)
