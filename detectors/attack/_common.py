@@ -176,65 +176,105 @@ def tail_threshold(scores: np.ndarray, fpr: float, tail: float = 0.1) -> float:
 
 @dataclass
 class SubspaceModel:
-    """Robust standardisation + PCA subspace fitted on reference events.
+    """Robust standardisation + a whitened PCA basis fitted on reference events.
 
-    Two statistics per event, each divided by its 99th percentile on held-out reference events:
-    ``resid`` is the squared reconstruction error per residual dimension (distance *off* the
-    reference subspace) and ``maha`` the Mahalanobis distance per dimension *inside* it.
+    The standardised input is rotated onto the reference's principal axes and each axis is
+    divided by its standard deviation (floored at ``min_variance`` times the mean eigenvalue, so
+    directions the reference hardly uses count a lot but not infinitely). Two statistics per
+    event, each divided by its 99th percentile on held-out reference events:
+
+    * ``resid`` - mean squared whitened coordinate on the *minor* axes (beyond the ``k`` that keep
+      ``var_kept`` of the variance): energy off the reference subspace, in directions natural
+      data hardly varies in (a flat background, exact correlations between features);
+    * ``maha`` - Mahalanobis distance per dimension on the ``k`` *major* axes: how atypical the
+      input is along the directions natural data does vary in;
+    * ``atoms`` - departures from point masses: a feature whose reference values sit on one exact
+      value (an "atom": a blank background pixel, a zero amount) at least half of the time
+      contributes its surprisal when the input is off that value: ``-log q_near`` when the value
+      is *close* to the atom (within half the median distance of the reference's off-atom
+      values; ``q_near`` is the reference share of such values, floored at 0.5/n) and
+      ``-log(1 - p)`` otherwise (``p`` the atom frequency, capped at 0.999). Perturbation
+      attacks nudge many atom features slightly off at once; natural inputs rarely do. Zero
+      when the reference has no atoms (continuous features).
+
+    Each statistic is divided by its own threshold for a false-positive rate of ``fpr / 3`` on
+    the held-out events (:func:`tail_threshold`), so that ``max(resid, maha, atoms) > 1`` spends
+    the budget ``fpr`` in equal thirds (a Bonferroni split: the three tails differ a lot).
     """
 
     center: np.ndarray
     scale: np.ndarray
-    components: np.ndarray  # (d, k)
-    variances: np.ndarray  # (k,)
+    basis: np.ndarray  # (d, d): principal axes divided by their floored std
+    k: int
     q_resid: float
     q_maha: float
     clip: float
+    atom_idx: np.ndarray  # features with an atom
+    atom_val: np.ndarray
+    atom_w: np.ndarray
+    atom_near_w: np.ndarray
+    atom_delta: np.ndarray
+    q_atoms: float = 1.0
 
     @staticmethod
-    def fit(X_fit: np.ndarray, X_cal: np.ndarray, var_kept: float, max_components: int, clip: float
-            ) -> SubspaceModel:
+    def fit(X_fit: np.ndarray, X_cal: np.ndarray, var_kept: float, max_components: int, clip: float,
+            fpr: float = 1e-3, min_variance: float = 0.01) -> SubspaceModel:
         center, scale = robust_scale(X_fit)
         Z = standardise(X_fit, center, scale, clip)
         mu = Z.mean(axis=0)
-        _, s, vt = np.linalg.svd(Z - mu, full_matrices=False)
-        var = s**2 / max(len(Z) - 1, 1)
+        _, s, vt = np.linalg.svd(Z - mu, full_matrices=True)
         d = Z.shape[1]
+        var = np.zeros(d)
+        var[: len(s)] = s**2 / max(len(Z) - 1, 1)
         frac = np.cumsum(var) / max(float(var.sum()), 1e-300)
         k = int(np.searchsorted(frac, var_kept) + 1)
         k = max(1, min(k, max_components, d - 1 if d > 1 else 1))
+        floor = max(min_variance * float(var.mean()), 1e-12)
         model = SubspaceModel(
             center=center + mu * scale,  # fold the PCA mean into the centre
             scale=scale,
-            components=np.ascontiguousarray(vt[:k].T),
-            variances=np.maximum(var[:k], 1e-12),
+            basis=np.ascontiguousarray(vt.T / np.sqrt(np.maximum(var, floor))),
+            k=k,
             q_resid=1.0,
             q_maha=1.0,
             clip=clip,
+            **_atoms(X_fit),
         )
-        r, m = model.raw(X_cal)
-        model.q_resid = max(float(np.quantile(r, 0.99)), 1e-12)
-        model.q_maha = max(float(np.quantile(m, 0.99)), 1e-12)
+        r, m, a = model.raw(X_cal)
+        model.q_resid = max(tail_threshold(r, fpr / 3), 1e-12)
+        model.q_maha = max(tail_threshold(m, fpr / 3), 1e-12)
+        # the atom statistic is discrete; floor its scale at one typical departure
+        w_med = float(np.median(model.atom_w)) if model.atom_w.size else 1.0
+        model.q_atoms = max(tail_threshold(a, fpr / 3), w_med)
         return model
 
-    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Z = standardise(X, self.center, self.scale, self.clip)
-        T = Z @ self.components
-        d, k = Z.shape[1], self.components.shape[1]
-        resid = np.maximum(np.einsum("ij,ij->i", Z, Z) - np.einsum("ij,ij->i", T, T), 0.0)
-        resid /= max(d - k, 1)
-        maha = (T * T) @ (1.0 / self.variances) / k
-        return resid, maha
+        T = Z @ self.basis
+        T *= T
+        d, k = T.shape[1], self.k
+        maha = T[:, :k].sum(axis=1) / k
+        resid = T[:, k:].sum(axis=1) / max(d - k, 1)
+        if self.atom_idx.size:
+            V = X[:, self.atom_idx]
+            dist = np.abs(V - self.atom_val)
+            off = (dist > 0) & ~np.isnan(V)
+            near = off & (dist <= self.atom_delta)
+            atoms = (off & ~near).astype(np.float64) @ self.atom_w + near.astype(np.float64) @ self.atom_near_w
+        else:
+            atoms = np.zeros(len(X))
+        return resid, maha, atoms
 
-    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r, m = self.raw(X)
-        return r / self.q_resid, m / self.q_maha
+    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r, m, a = self.raw(X)
+        return r / self.q_resid, m / self.q_maha, a / self.q_atoms
 
     def state(self) -> dict[str, Any]:
         return {
-            "center": self.center, "scale": self.scale, "components": self.components,
-            "variances": self.variances, "q_resid": self.q_resid, "q_maha": self.q_maha,
-            "clip": self.clip,
+            "center": self.center, "scale": self.scale, "basis": self.basis, "k": self.k,
+            "q_resid": self.q_resid, "q_maha": self.q_maha, "clip": self.clip,
+            "atom_idx": self.atom_idx, "atom_val": self.atom_val, "atom_w": self.atom_w,
+            "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "q_atoms": self.q_atoms,
         }
 
     @staticmethod
@@ -242,10 +282,43 @@ class SubspaceModel:
         return SubspaceModel(
             center=np.asarray(s["center"], dtype=np.float64),
             scale=np.asarray(s["scale"], dtype=np.float64),
-            components=np.asarray(s["components"], dtype=np.float64),
-            variances=np.asarray(s["variances"], dtype=np.float64),
-            q_resid=float(s["q_resid"]), q_maha=float(s["q_maha"]), clip=float(s["clip"]),
+            basis=np.asarray(s["basis"], dtype=np.float64),
+            k=int(s["k"]), q_resid=float(s["q_resid"]), q_maha=float(s["q_maha"]), clip=float(s["clip"]),
+            atom_idx=np.asarray(s["atom_idx"], dtype=np.int64),
+            atom_val=np.asarray(s["atom_val"], dtype=np.float64),
+            atom_w=np.asarray(s["atom_w"], dtype=np.float64),
+            atom_near_w=np.asarray(s["atom_near_w"], dtype=np.float64),
+            atom_delta=np.asarray(s["atom_delta"], dtype=np.float64), q_atoms=float(s["q_atoms"]),
         )
+
+
+def _atoms(X: np.ndarray, min_share: float = 0.5) -> dict[str, np.ndarray]:
+    """Features whose most frequent exact value holds at least ``min_share`` of the reference."""
+    idx, val, w, wn, dl = [], [], [], [], []
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        col = col[~np.isnan(col)]
+        if col.size == 0:
+            continue
+        u, c = np.unique(col, return_counts=True)
+        p = c.max() / col.size
+        if p >= min_share:
+            a = float(u[np.argmax(c)])
+            idx.append(j)
+            val.append(a)
+            w.append(-np.log(1.0 - min(p, 0.999)))
+            off = np.abs(col[col != a] - a)
+            delta = 0.5 * float(np.median(off)) if off.size else 0.0
+            q = max(float((off <= delta).sum()) if off.size else 0.0, 0.5) / col.size
+            dl.append(delta)
+            wn.append(-np.log(q))
+    return {
+        "atom_idx": np.array(idx, dtype=np.int64),
+        "atom_val": np.array(val, dtype=np.float64),
+        "atom_w": np.array(w, dtype=np.float64),
+        "atom_near_w": np.array(wn, dtype=np.float64),
+        "atom_delta": np.array(dl, dtype=np.float64),
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from detectors.attack._common import (
     CallerTable,
     SubspaceModel,
     WarmupBuffer,
+    Window,
     caller_codes,
     group_first,
     make_layout,
@@ -52,7 +53,6 @@ from detectors.attack._common import (
     ring_write,
     standardise,
     take_batch,
-    Window,
     window_index,
 )
 from detectors.attack.campaign import nn_distances
@@ -112,7 +112,7 @@ class ExtractionDetector(Detector):
     prada_history : int, default 16
         Previous queries a new query's nearest-neighbour distance is taken over (<= window).
         The normality test runs on the last ``window`` distances, once there are that many.
-    prada_threshold : float, default 0.8
+    prada_threshold : float, default 0.5
         ``W'`` below this is extraction evidence.
     max_evidence : int, default 50
         Cap on the event ids an alert carries.
@@ -150,7 +150,7 @@ class ExtractionDetector(Detector):
         window: int = 32,
         ood_threshold: int = 10,
         prada_history: int = 16,
-        prada_threshold: float = 0.8,
+        prada_threshold: float = 0.5,
         max_evidence: int = 50,
         max_callers: int = 1_000_000,
         ttl: float = 86400.0,
@@ -219,8 +219,8 @@ class ExtractionDetector(Detector):
     def _fit(self) -> None:
         X = self._buf.X
         self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip)
-        r, m = self._model.scores(X[1::2])
-        self.ood_thr = float(np.quantile(np.maximum(r, m), self.ood_quantile))
+        r, m, a = self._model.scores(X[1::2])
+        self.ood_thr = float(np.quantile(np.maximum(np.maximum(r, m), a), self.ood_quantile))
         self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
 
     def process(self, batch: EventBatch) -> DetectorOutput:
@@ -253,8 +253,8 @@ class ExtractionDetector(Detector):
         srows = rows[lay.order]
         Xs = batch.X[srows]
         mdl = self._model
-        r, m = mdl.scores(Xs)
-        score_ev = np.maximum(r, m)
+        r, m, a = mdl.scores(Xs)
+        score_ev = np.maximum(np.maximum(r, m), a)
         ood = (score_ev > self.ood_thr).astype(np.uint8)
         # OOD count over the last `window` queries (this one included)
         oi = window_index(lay, A["ohead"], A["olen"], self.W)

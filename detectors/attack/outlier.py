@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.attack._common import SubspaceModel, WarmupBuffer, tail_threshold
+from detectors.attack._common import SubspaceModel, WarmupBuffer
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
@@ -128,20 +128,20 @@ class OutlierDetector(Detector):
     # ---------------------------------------------------------------------------------------
     def _fit(self) -> None:
         X = self._buf.X
-        self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip)
-        r, m = self._model.scores(X[1::2])
-        self.threshold = tail_threshold(np.maximum(r, m), self.context.event_fpr)
+        self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip,
+                                        fpr=self.context.event_fpr)
+        self.threshold = 1.0  # each statistic is already scaled to its share of the budget
         mg = self._buf.margin[np.isfinite(self._buf.margin)]
         self.margin_low = float(np.quantile(mg, self.margin_quantile)) if mg.size else float("nan")
         self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
         self._buf.clear()
 
-    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(score, resid, maha)`` of raw inputs (after the reference period)."""
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(score, resid, maha, atoms)`` of raw inputs (after the reference period)."""
         if self._model is None:
             raise RuntimeError("reference period not complete")
-        r, m = self._model.scores(np.asarray(X, dtype=np.float64))
-        return np.maximum(r, m), r, m
+        r, m, a = self._model.scores(np.asarray(X, dtype=np.float64))
+        return np.maximum(np.maximum(r, m), a), r, m, a
 
     def process(self, batch: EventBatch) -> DetectorOutput:
         start = 0
@@ -153,7 +153,7 @@ class OutlierDetector(Detector):
         if start >= len(batch):
             return EMPTY_OUTPUT
         X = batch.X[start:]
-        s, r, m = self.score(X)
+        s, r, m, a = self.score(X)
         self.n_scored += len(s)
         hit = np.flatnonzero(s > self.threshold)
         if hit.size == 0:
@@ -168,7 +168,8 @@ class OutlierDetector(Detector):
             k = start + i
             low_margin = bool(np.isfinite(margin[i]) and np.isfinite(self.margin_low)
                               and margin[i] < self.margin_low)
-            adversarial = bool(r[i] >= m[i] and (m[i] <= 1.0 or low_margin))
+            off = max(r[i], a[i])
+            adversarial = bool(off >= m[i] and (m[i] <= 1.0 or low_margin))
             kind = Kind.ADVERSARIAL if adversarial else Kind.OUTLIER
             if Zc is None:
                 Zc = np.abs((X[hit] - self._model.center) / self._model.scale)
@@ -179,21 +180,22 @@ class OutlierDetector(Detector):
             ratio = float(s[i] / self.threshold)
             sev = Severity.CRITICAL if ratio >= 3.0 else Severity.WARNING
             reason = (
-                f"{kind.value}: off-subspace {r[i]:.2f}, in-subspace {m[i]:.2f} "
-                f"(x held-out p99); threshold {self.threshold:.2f}"
+                f"{kind.value}: off-subspace {r[i]:.2f}, in-subspace {m[i]:.2f}, atoms {a[i]:.2f} "
+                f"(each / its threshold); threshold {self.threshold:.2f}"
             )
             expl: dict[str, Any] = {
-                "statistic": "max(resid, maha) / held-out p99",
+                "statistic": "max(resid, maha, atoms), each / its held-out threshold at event_fpr/3",
                 "resid": float(r[i]),
                 "maha": float(m[i]),
+                "atoms": float(a[i]),
                 "margin": float(margin[i]) if np.isfinite(margin[i]) else None,
                 "margin_low": self.margin_low if np.isfinite(self.margin_low) else None,
-                "kind_rule": "adversarial if resid >= maha and (maha <= 1 or margin < margin_low)",
+                "kind_rule": "adversarial if max(resid, atoms) >= maha and (maha <= 1 or margin < margin_low)",
                 "top_features": [
                     {"feature": names[j] if j < len(names) else f"f{j}", "robust_z": float(row[j])}
                     for j in top.tolist()
                 ],
-                "subspace_dim": int(self._model.components.shape[1]),
+                "subspace_dim": int(self._model.k),
                 "reference_events": self.reference_events,
                 "reference_period": list(self._ref_span),
                 "event_fpr": self.context.event_fpr,
