@@ -20,7 +20,6 @@ from detectors.base import DetectorContext  # noqa: E402
 from detectors.drift import DriftDetector  # noqa: E402
 from pipeline.events import FeatureSchema, RouteKey  # noqa: E402
 
-
 KW: dict = {}
 
 
