@@ -517,6 +517,10 @@ class CallerTable:
             expired = ks[first_ts[known] - self.last_ts[ks] > ttl]
             if expired.size:
                 self.reset(expired)
+        if len(callers) > self.max_callers:
+            raise ValueError(
+                f"a batch holds {len(callers)} distinct callers, more than max_callers={self.max_callers}"
+            )
         if new:
             n_free_rows = len(self.free) + (self.capacity - len(self.keys))
             if n_free_rows < len(new):
