@@ -1,13 +1,15 @@
 """Fixtures for integration tests against a real local Kafka broker.
 
-One broker (``pipeline.kafka_dev``) serves the whole test session: it is started on a free port
-in a temporary data directory the first time a test asks for ``kafka_broker`` and always
-stopped at the end (a pytest finaliser, plus ``atexit`` in case the session dies early).
+One broker (``pipeline.kafka_dev``) serves the whole test session: it is started on a free,
+randomly chosen port in a temporary data directory the first time a test asks for
+``kafka_broker``, and always stopped at the end (a pytest finaliser, plus ``atexit`` in case
+the session dies early).
 """
 
 from __future__ import annotations
 
 import atexit
+import random
 import shutil
 import socket
 import uuid
@@ -16,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.kafka_dev import BrokerInfo, kafka_down, kafka_up
+from pipeline.kafka_dev import BrokerInfo, PortInUseError, kafka_down, kafka_up
 
-PREFERRED_PORT = 19092
+# Outside Linux's ephemeral range (32768-60999), so a client connection cannot grab the port
+# between our check and the broker's bind; random, so concurrent test sessions rarely collide.
+PORT_RANGE = (20000, 32000)
+ATTEMPTS = 4
 
 
 def _free(port: int) -> bool:
@@ -30,13 +35,14 @@ def _free(port: int) -> bool:
     return True
 
 
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` if it is free, else a port the OS picks."""
-    if preferred is not None and _free(preferred):
-        return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port_pair() -> tuple[int, int]:
+    """Two adjacent free ports (client, controller) in :data:`PORT_RANGE`."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        if _free(port) and _free(port + 1):
+            return port, port + 1
+    raise RuntimeError("no free port pair found")
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +50,17 @@ def kafka_broker_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brok
     """The session's broker (started on first use, stopped at session end)."""
     if shutil.which("java") is None:
         pytest.skip("java is not installed")
-    data_dir: Path = tmp_path_factory.mktemp("kafka-broker")
-    port = free_port(PREFERRED_PORT)
-    controller_port = free_port(port + 1 if port == PREFERRED_PORT else None)
-    atexit.register(kafka_down, data_dir)
-    info = kafka_up(port=port, data_dir=data_dir, controller_port=controller_port, timeout=180)
+    for attempt in range(ATTEMPTS):
+        data_dir: Path = tmp_path_factory.mktemp("kafka-broker")
+        port, controller_port = free_port_pair()
+        atexit.register(kafka_down, data_dir)
+        try:
+            info = kafka_up(port=port, data_dir=data_dir, controller_port=controller_port, timeout=180)
+            break
+        except PortInUseError:  # lost a race for the port with another process: new ports, new dir
+            kafka_down(data_dir)
+            if attempt == ATTEMPTS - 1:
+                raise
     try:
         yield info
     finally:
@@ -65,3 +77,9 @@ def kafka_broker(kafka_broker_info: BrokerInfo) -> str:
 def unique_name() -> str:
     """A short unique suffix for topic and group names, so tests sharing the broker never collide."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def port_pair() -> tuple[int, int]:
+    """Two adjacent free ports (client, controller) for a test that starts its own broker."""
+    return free_port_pair()

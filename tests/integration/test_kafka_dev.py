@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.kafka_dev import (
     BrokerInfo,
-    KafkaDevError,
+    PortInUseError,
     ensure_topics,
     kafka_down,
     kafka_status,
@@ -66,7 +66,7 @@ def test_jars_include_runtime_scope_and_log_binding() -> None:
 @pytest.mark.kafka
 def test_session_broker_status(kafka_broker_info: BrokerInfo) -> None:
     status = kafka_status(kafka_broker_info.data_dir)
-    assert status.running and status.pid == kafka_broker_info.pid
+    assert status.running and status.pid is not None and status.pid == kafka_broker_info.pid
     assert status.bootstrap == kafka_broker_info.bootstrap
     proc = psutil.Process(status.pid)
     assert "kafka.Kafka" in proc.cmdline() and "-Xmx512m" in proc.cmdline()
@@ -91,9 +91,9 @@ def test_ensure_topics_creates_only_missing(kafka_broker: str, unique_name: str)
 
 
 @pytest.mark.kafka
-def test_up_down_restart_cycle(tmp_path: Path, unique_name: str) -> None:
+def test_up_down_restart_cycle(tmp_path: Path, unique_name: str, port_pair: tuple[int, int]) -> None:
     """A second, short-lived broker: up, status, down, status, restart keeps its topics, down."""
-    port, cport = free_port(), free_port()
+    port, cport = port_pair
     data = tmp_path / "broker"
     info = kafka_up(port=port, data_dir=data, controller_port=cport, timeout=180)
     try:
@@ -135,5 +135,5 @@ def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        with pytest.raises(KafkaDevError, match="in use"):
+        with pytest.raises(PortInUseError, match="in use"):
             kafka_up(port=busy, data_dir=tmp_path / "d", controller_port=free_port())
