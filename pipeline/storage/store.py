@@ -105,16 +105,42 @@ class Store:
                 insert_ignore(conn, flagged_events, result.flagged)
                 insert_ignore(conn, window_stats, result.stats)
                 insert_ignore(conn, dead_letters, result.dead_letters)
-                if snapshots:
+                fresh = self._not_behind(conn, run, snapshots or [])
+                if fresh:
                     upsert(conn, checkpoints, [
                         {"run": run, "scope": s["scope"], "positions": orjson.dumps(s["positions"]).decode(),
                          "state": s["state"], "state_format": STATE_FORMAT, "events": s["events"],
                          "last_event_ts": s["last_event_ts"], "saved_at": _now()}
-                        for s in snapshots
+                        for s in fresh
                     ], ("positions", "state", "state_format", "events", "last_event_ts", "saved_at"))
                 if progress:
                     conn.execute(update(runs).where(runs.c.run == run).values(**progress))
         self._retry("write", go)
+
+    @staticmethod
+    def _not_behind(conn: Any, run: str, snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop snapshots older than the stored ones (a partition's new owner may have moved on).
+
+        Any stored (state, positions) pair is consistent on its own, so this only saves work on
+        the next restore; it never changes results.
+        """
+        if not snapshots:
+            return []
+        scopes = [s["scope"] for s in snapshots]
+        stored = {
+            r.scope: orjson.loads(r.positions)
+            for r in conn.execute(select(checkpoints.c.scope, checkpoints.c.positions)
+                                  .where(checkpoints.c.run == run, checkpoints.c.scope.in_(scopes)))
+        }
+        keep = []
+        for s in snapshots:
+            old = stored.get(s["scope"])
+            ours = s["positions"]
+            if old and all(old.get(k, -1) >= v for k, v in ours.items()) and old != ours:
+                log.info("snapshot of %s/%s is behind the stored one; not written", run, s["scope"])
+                continue
+            keep.append(s)
+        return keep
 
     # -- reading --------------------------------------------------------------------------
     def iter_alerts(self, run: str | None = None) -> Iterator[dict[str, Any]]:

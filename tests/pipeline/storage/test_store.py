@@ -104,3 +104,15 @@ def _rows(store: Store, table: object) -> list[tuple[object, ...]]:
     with store.engine.connect() as conn:
         rows = conn.execute(select(table)).all()  # type: ignore[call-overload]
     return sorted(tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows)
+
+
+def test_a_late_snapshot_never_replaces_a_newer_one(db_url: str) -> None:
+    from pipeline.engine import BatchResult
+
+    store = Store(make_engine(db_url))
+    snap = {"scope": "partition-0", "state": b"new", "events": 10, "last_event_ts": 1.0}
+    store.write("r", BatchResult(), [{**snap, "positions": {"p:0": 10, "l:0": 4}}])
+    store.write("r", BatchResult(), [{**snap, "state": b"old", "positions": {"p:0": 6, "l:0": 4}}])
+    assert store.load_checkpoints("r")["partition-0"] == ({"p:0": 10, "l:0": 4}, b"new")
+    store.write("r", BatchResult(), [{**snap, "state": b"newer", "positions": {"p:0": 12, "l:0": 4}}])
+    assert store.load_checkpoints("r")["partition-0"][1] == b"newer"
