@@ -88,24 +88,31 @@ def _ts(obj: dict[str, Any]) -> tuple[float, bool]:
         raise DecodeError(str(exc)) from None
 
 
+_ARRAY_ITEM_TYPES = frozenset({int, float, type(None)})
+_OBJECT_VALUE_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
 def _features(value: object) -> dict[str, Any] | list[Any]:
+    # Fast path: the set of value types, computed in C, is checked once per event.
     if isinstance(value, list):
         if not value:
             raise DecodeError("features is empty: nothing to score")
         if len(value) > MAX_FEATURES:
             raise DecodeError(f"more than {MAX_FEATURES} features")
-        for i, v in enumerate(value):
-            if v is not None and not _is_number(v):
-                raise DecodeError(f"features[{i}] must be a number or null, got {_type(v)}")
+        if not set(map(type, value)) <= _ARRAY_ITEM_TYPES:
+            for i, v in enumerate(value):
+                if v is not None and not _is_number(v):
+                    raise DecodeError(f"features[{i}] must be a number or null, got {_type(v)}")
         return value
     if isinstance(value, dict):
         if not value:
             raise DecodeError("features is empty: nothing to score")
         if len(value) > MAX_FEATURES:
             raise DecodeError(f"more than {MAX_FEATURES} features")
-        for k, v in value.items():
-            if not (v is None or isinstance(v, str | bool) or _is_number(v)):
-                raise DecodeError(f"features.{k[:64]} must be a number, string, boolean or null, got {_type(v)}")
+        if not set(map(type, value.values())) <= _OBJECT_VALUE_TYPES:
+            for k, v in value.items():
+                if not (v is None or isinstance(v, str | bool) or _is_number(v)):
+                    raise DecodeError(f"features.{k[:64]} must be a number, string, boolean or null, got {_type(v)}")
         return value
     if value is None:
         raise DecodeError("missing required field features")

@@ -62,6 +62,7 @@ class RouteState:
     def __init__(self, route: RouteKey, schema_event: PredictionEvent, detectors: list[Detector]) -> None:
         self.route = route
         self.schema = learn_schema(schema_event)
+        self.names = frozenset(self.schema.numeric) | frozenset(self.schema.categorical)
         self.detectors = detectors
         self.signatures: list[str] = [describe_features(schema_event)]
         self.naive_ts = 0
@@ -181,7 +182,7 @@ class Engine:
             if state is None:
                 state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event))
                 scope.route_order.append(route)
-            elif not conforms(state.schema, event):
+            elif not conforms(state.schema, event, state.names):
                 self._schema_notice(state, event, dq)
             if event.naive_ts:
                 state.naive_ts += 1

@@ -35,13 +35,12 @@ def describe_features(event: PredictionEvent) -> str:
     return "object{" + ",".join(sorted(f)) + "}"
 
 
-def conforms(schema: FeatureSchema, event: PredictionEvent) -> bool:
+def conforms(schema: FeatureSchema, event: PredictionEvent, names: frozenset[str]) -> bool:
+    """Whether the event has exactly the schema's features (``names``: the schema's feature names)."""
     f = event.features
     if schema.from_array:
         return isinstance(f, list) and len(f) == len(schema.numeric)
-    if isinstance(f, list) or len(f) != len(schema.numeric) + len(schema.categorical):
-        return False
-    return all(k in f for k in schema.numeric) and all(k in f for k in schema.categorical)
+    return isinstance(f, dict) and f.keys() == names
 
 
 def _numeric(value: object) -> float:
