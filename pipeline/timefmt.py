@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 
 #: Epoch seconds accepted for ``ts``: 1970-01-01 up to (not including) year 3000.
 MAX_EPOCH = 32503680000.0
@@ -57,6 +58,15 @@ def format_ts(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
-    ms = int(round(ts * 1000.0))
-    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    return rfc3339_ms(ts)
+
+
+def rfc3339_ms(ts: float) -> str:
+    """:func:`format_ts` for a value known not to be ``None``."""
+    sec, milli = divmod(int(round(ts * 1000.0)), 1000)
+    return f"{_second_prefix(sec)}.{milli:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_prefix(sec: int) -> str:
+    return f"{datetime.fromtimestamp(sec, tz=UTC):%Y-%m-%dT%H:%M:%S}"
