@@ -7,8 +7,9 @@ threads are pinned to 1 so that this is one core), which stays meaningful on a s
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/attack_speed.py
 
-Also ``--callers 1000000 --events 2000000`` measures memory: a million distinct callers through
-all three detectors, reporting peak RSS (``resource.getrusage``) and the detectors' table bytes.
+Memory: ``--memory --callers 1000000 --events 2000000`` streams a million distinct callers (two
+queries each) through all three detectors and reports peak RSS (``resource.getrusage``) and the
+detectors' caller-table bytes.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ from pipeline.events import FeatureSchema, RouteKey, batch_from_arrays  # noqa: 
 
 def make_batches(d: int, n_events: int, n_callers: int, batch_size: int, seed: int,
                  churn: bool = False) -> list:
+    return list(iter_batches(d, n_events, n_callers, batch_size, seed, churn))
+
+
+def iter_batches(d: int, n_events: int, n_callers: int, batch_size: int, seed: int,
+                 churn: bool = False):
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(max(2, d // 4), d))
     beta = rng.normal(size=(d, 5)) / np.sqrt(d)
-    batches = []
     for start in range(0, n_events, batch_size):
         n = min(batch_size, n_events - start)
         X = rng.normal(size=(n, W.shape[0])) @ W + 0.3 * rng.normal(size=(n, d))
@@ -47,10 +52,9 @@ def make_batches(d: int, n_events: int, n_callers: int, batch_size: int, seed: i
         else:
             ids = np.minimum(rng.zipf(1.3, size=n), n_callers) - 1
         clients = [f"c{i}" for i in ids.tolist()]
-        batches.append(batch_from_arrays(
+        yield batch_from_arrays(
             X, ts=start + np.arange(n) * 1e-3, client_ids=clients, probabilities=P, start_index=start,
-        ))
-    return batches
+        )
 
 
 def run(d: int, n_events: int, n_callers: int, batch_size: int, churn: bool = False) -> dict:
@@ -80,6 +84,26 @@ def run(d: int, n_events: int, n_callers: int, batch_size: int, churn: bool = Fa
     }
 
 
+def memory(n_callers: int, n_events: int, d: int = 16, batch_size: int = 2000) -> None:
+    """Stream ``n_events`` with ``n_callers`` distinct callers (each new caller in turn) through all
+    three detectors; batches are generated lazily so that the RSS is the detectors' own."""
+    ctx = DetectorContext(RouteKey("bench", "1"), FeatureSchema(tuple(f"f{i}" for i in range(d))))
+    dets = [OutlierDetector(ctx), CampaignDetector(ctx), ExtractionDetector(ctx)]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.process_time()
+    n = 0
+    for b in iter_batches(d, n_events, n_callers, batch_size, seed=1, churn=True):
+        for det in dets:
+            det.process(b)
+        n += len(b)
+    cpu = time.process_time() - t0
+    live = {det.name: len(det.table.index) for det in dets if hasattr(det, "table")}
+    tables = {det.name: round(det.table.nbytes() / 2**20, 1) for det in dets if hasattr(det, "table")}
+    print(f"memory: {n:,} events, {n_callers:,} distinct callers (live: {live}); caller tables {tables} MiB; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+          f"(before: {rss0:.0f} MiB); {n / cpu:,.0f} events/s CPU")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
@@ -87,7 +111,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--dims", type=int, nargs="*", default=[16, 64])
     ap.add_argument("--churn", action="store_true", help="every event from a caller in rotation")
+    ap.add_argument("--memory", action="store_true", help="peak RSS with --callers distinct callers")
     a = ap.parse_args()
+    if a.memory:
+        memory(a.callers, a.events)
+        return
     for d in a.dims:
         r = run(d, a.events, a.callers, a.batch, churn=a.churn)
         per = ", ".join(f"{k} {v:,.0f}/s" for k, v in r["per_detector_events_per_s"].items())

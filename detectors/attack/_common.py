@@ -180,8 +180,8 @@ class SubspaceModel:
 
     The standardised input is rotated onto the reference's principal axes and each axis is
     divided by its standard deviation (floored at ``min_variance`` times the mean eigenvalue, so
-    directions the reference hardly uses count a lot but not infinitely). Two statistics per
-    event, each divided by its 99th percentile on held-out reference events:
+    directions the reference hardly uses count a lot but not infinitely). Three statistics per
+    event, each divided by its own held-out threshold (see the last paragraph):
 
     * ``resid`` - mean squared whitened coordinate on the *minor* axes (beyond the ``k`` that keep
       ``var_kept`` of the variance): energy off the reference subspace, in directions natural

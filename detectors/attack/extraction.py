@@ -114,6 +114,8 @@ class ExtractionDetector(Detector):
         The normality test runs on the last ``window`` distances, once there are that many.
     prada_threshold : float, default 0.5
         ``W'`` below this is extraction evidence.
+    prada_every : int, default 4
+        The test runs at every ``prada_every``-th query of a caller (saves CPU).
     max_evidence : int, default 50
         Cap on the event ids an alert carries.
     max_callers, ttl, suspicious_ttl : int, float, float
@@ -151,6 +153,7 @@ class ExtractionDetector(Detector):
         ood_threshold: int = 10,
         prada_history: int = 16,
         prada_threshold: float = 0.5,
+        prada_every: int = 4,
         max_evidence: int = 50,
         max_callers: int = 1_000_000,
         ttl: float = 86400.0,
@@ -166,6 +169,8 @@ class ExtractionDetector(Detector):
             raise ValueError("need 2 <= window <= 255 and 1 <= ood_threshold <= window")
         if not 1 <= prada_history <= window or window < 8:
             raise ValueError("need 1 <= prada_history <= window and window >= 8")
+        if prada_every < 1:
+            raise ValueError("prada_every must be >= 1")
         if not 0.0 < prada_threshold < 1.0:
             raise ValueError("prada_threshold must be in (0, 1)")
         if max_evidence < 1 or max_callers < 1 or ttl <= 0 or suspicious_ttl <= 0:
@@ -174,7 +179,7 @@ class ExtractionDetector(Detector):
             context, reference_events=reference_events, var_kept=var_kept,
             max_components=max_components, clip=clip, ood_quantile=ood_quantile, window=window,
             ood_threshold=ood_threshold, prada_history=prada_history,
-            prada_threshold=prada_threshold, max_evidence=max_evidence, max_callers=max_callers,
+            prada_threshold=prada_threshold, prada_every=prada_every, max_evidence=max_evidence, max_callers=max_callers,
             ttl=ttl, suspicious_ttl=suspicious_ttl,
         )
         self.reference_events = reference_events
@@ -186,6 +191,7 @@ class ExtractionDetector(Detector):
         self.T = ood_threshold
         self.H = prada_history
         self.delta = prada_threshold
+        self.prada_every = prada_every
         self.max_evidence = max_evidence
         d = context.schema.n_numeric
         self._buf = WarmupBuffer(reference_events, d)
@@ -266,14 +272,20 @@ class ExtractionDetector(Detector):
         d2, _ = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
         dist = np.where(np.isfinite(dist), dist, np.float16(np.nan))
-        dw = oi.gather(A["dist"], dist, lay)
-        dw = np.where(oi.valid, dw, np.float16(np.nan))
-        D = np.log(np.maximum(np.concatenate([dw[:, 1:], dist[:, None]], axis=1).astype(np.float64), 1e-6))
-        full = np.isfinite(D).all(axis=1)
-        wprime = np.full(len(D), np.nan)
-        if full.any():
-            wprime[full] = shapiro_francia(D[full])
-        prada = np.where(full, (1.0 - wprime) / (1.0 - self.delta), 0.0)
+        # the normality test runs at every `prada_every`-th query of a caller (a per-caller count,
+        # so batch-invariant) once `window` distances exist
+        nth = A["n_q"][lay.slot] + lay.rank + 1
+        sel = np.flatnonzero((nth % self.prada_every == 0) & (nth > self.W))
+        wprime = np.full(len(Xs), np.nan)
+        if sel.size:
+            sw = Window(oi.index[sel], oi.valid[sel], self.W)
+            dw = np.where(sw.valid, sw.gather(A["dist"], dist, lay), np.float16(np.nan))
+            D = np.concatenate([dw[:, 1:], dist[sel, None]], axis=1).astype(np.float64)
+            D = np.log(np.maximum(D, 1e-6))
+            full = np.isfinite(D).all(axis=1)
+            if full.any():
+                wprime[sel[full]] = shapiro_francia(D[full])
+        prada = np.where(np.isfinite(wprime), (1.0 - wprime) / (1.0 - self.delta), 0.0)
         score = np.maximum(ood_count / self.T, prada)
         fire = (score >= 1.0) & ~A["alerted"][lay.slot]
         findings: list[Finding] = []

@@ -3,27 +3,32 @@
 Method
 ------
 The first ``reference_events`` events of a route are the reference period (not scored). They are
-split by parity: even-indexed events fit a robust standardisation (median, IQR) and a PCA
-subspace keeping ``var_kept`` of the variance; odd-indexed events are held out for calibration.
-Each event gets two statistics, each divided by its held-out 99th percentile:
+split by parity: even-indexed events fit a robust standardisation (median, IQR) and a whitened
+PCA basis (:class:`~detectors.attack._common.SubspaceModel`); odd-indexed events are held out
+for calibration. Each event gets three statistics:
 
-* ``resid`` - squared reconstruction error per residual dimension: how far the input is *off*
-  the reference subspace (perturbations such as FGSM/PGD add energy in directions natural data
-  never uses: a flat background, broken correlations between features);
-* ``maha`` - Mahalanobis distance per dimension *inside* the subspace: how atypical the input is
-  along the directions natural data does vary in.
+* ``resid`` - energy on the minor axes (beyond the ``k`` axes keeping ``var_kept`` of the
+  variance), each axis whitened by its (floored) reference variance: how far the input is *off*
+  the reference subspace. Perturbations such as FGSM/PGD push along directions natural data
+  hardly uses (broken correlations between features);
+* ``maha`` - Mahalanobis distance on the ``k`` major axes: how atypical the input is along
+  the directions natural data does vary in;
+* ``atoms`` - surprisal of leaving point masses of the reference (a blank background pixel,
+  a zero amount), larger when the value stays *close* to the atom: the signature of a small
+  perturbation of a natural input.
 
-The event score is ``max(resid, maha)`` and the threshold is set on the held-out scores to the
-per-event false-positive budget ``context.event_fpr`` with a peaks-over-threshold fit
-(:func:`~detectors.attack._common.tail_threshold`). Nothing is memorised: benign inputs that
-never occurred in the reference score low as long as they lie on the reference manifold.
+Each statistic is divided by its own threshold for a false-positive rate of
+``context.event_fpr / 3`` on the held-out events (a peaks-over-threshold fit, see
+:func:`~detectors.attack._common.tail_threshold`), and the event is flagged when the largest
+of the three exceeds 1: the budget is split in equal thirds (Bonferroni), because the three
+tails differ a lot. Nothing is memorised: benign inputs that never occurred in the reference
+score low as long as they lie on the reference manifold.
 
-Kind rule (documented for reviewers): a flagged event is ``adversarial`` when the residual part
-dominates (``resid >= maha``) **and** the input looks otherwise natural - its in-subspace score
-is within the typical range (``maha <= 1``, i.e. below the held-out 99th percentile) or the
-model's answer is unusually close to a decision boundary (margin below the reference's
-``margin_quantile``). Everything else is ``outlier`` (far from the data in every sense:
-unit errors, garbage, uniform noise).
+Kind rule (documented for reviewers): a flagged event is ``adversarial`` when the off-manifold
+part dominates (``max(resid, atoms) >= maha``) **and** the input looks otherwise natural - its
+in-subspace statistic is within its threshold (``maha <= 1``) or the model's answer is unusually
+close to a decision boundary (margin below the reference's ``margin_quantile``). Everything else
+is ``outlier`` (far from the data in every sense: unit errors, garbage, uniform noise).
 """
 
 from __future__ import annotations
