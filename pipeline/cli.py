@@ -335,6 +335,34 @@ def simulate(
     Console().print(f"sent {n_pred:,} predictions to {topic} and {n_lab:,} labels to {labels_topic or '-'}")
 
 
+# -- grafana --------------------------------------------------------------------------------
+dashboards_app = typer.Typer(help="Grafana dashboards.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("publish")
+def dashboards_publish(
+    grafana_url: Annotated[str, typer.Option("--grafana", envvar="INFERSENTRY_GRAFANA_URL",
+                                             help="Grafana URL, e.g. http://admin:admin@localhost:3000")],
+    token: Annotated[str | None, typer.Option("--token", envvar="INFERSENTRY_GRAFANA_TOKEN",
+                                              help="Service-account token (instead of user:password in the URL).")] = None,
+    pg_host: Annotated[str | None, typer.Option("--pg-host", help="HOST:PORT of PostgreSQL as Grafana reaches it (default: from --db).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Create or update the PostgreSQL datasource and the dashboards in a running Grafana."""
+    from grafana_client import GrafanaApi
+
+    from dashboards.publish import publish
+
+    try:
+        result = publish(GrafanaApi.from_url(grafana_url, credential=token), resolve_db_url(db), pg_host)
+    except ValueError as exc:
+        fail(str(exc))
+    except Exception as exc:  # network and HTTP errors of the Grafana client
+        fail(f"Grafana at {grafana_url.split('@')[-1]} refused: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    Console().print(f"datasource {result.datasource}; dashboards published: {', '.join(result.dashboards)}")
+
+
 # -- database -------------------------------------------------------------------------------
 @app.command("migrate")
 def migrate_cmd(db: DbOption = None) -> None:
