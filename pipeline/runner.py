@@ -74,7 +74,7 @@ class Pipeline:
         snapshots = None
         if force_checkpoint or self._since_checkpoint >= self.config.checkpoint_every_events:
             snapshots = self.snapshots()
-        self.store.write(self.run, result, snapshots, self._progress() if snapshots else None)
+        self.store.write(self.run, result, snapshots)
         self.totals.events += result.events
         self.totals.duplicates += result.duplicates
         self.totals.dead_letters += len(result.dead_letters)
@@ -103,16 +103,7 @@ class Pipeline:
         """Snapshot changed scopes now (end of input, revoked partitions, shutdown)."""
         snaps = self.snapshots(partitions)
         if snaps:
-            self.store.write(self.run, BatchResult(), snaps, self._progress())
-
-    def _progress(self) -> dict[str, object]:
-        scopes = self.engine.scopes.values()
-        marks = [s.watermark for s in scopes if s.watermark > float("-inf")]
-        return {
-            "events": sum(s.events for s in scopes),
-            "dead_letters": sum(s.dead_letters for s in scopes),
-            "last_event_ts": max(marks) if marks else None,
-        }
+            self.store.write(self.run, BatchResult(), snaps)
 
     def finish(self, status: str = "finished") -> None:
         self.checkpoint()

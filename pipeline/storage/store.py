@@ -91,9 +91,8 @@ class Store:
         return self._retry("load_checkpoints", go)
 
     # -- the hot path ---------------------------------------------------------------------
-    def write(self, run: str, result: BatchResult, snapshots: list[dict[str, Any]] | None = None,
-              progress: dict[str, Any] | None = None) -> None:
-        """Write a batch's rows and, optionally, checkpoints and run counters, in one transaction.
+    def write(self, run: str, result: BatchResult, snapshots: list[dict[str, Any]] | None = None) -> None:
+        """Write a batch's rows and, optionally, checkpoints (then run counters), in one transaction.
 
         ``snapshots`` items: ``{"scope", "positions", "state", "events", "last_event_ts"}``.
         """
@@ -113,9 +112,21 @@ class Store:
                          "last_event_ts": s["last_event_ts"], "saved_at": _now()}
                         for s in fresh
                     ], ("positions", "state", "state_format", "events", "last_event_ts", "saved_at"))
-                if progress:
-                    conn.execute(update(runs).where(runs.c.run == run).values(**progress))
+                if fresh:
+                    self._refresh_run_counters(conn, run)
         self._retry("write", go)
+
+    @staticmethod
+    def _refresh_run_counters(conn: Any, run: str) -> None:
+        """Run totals from what is durable (all partitions' checkpoints, all dead letters), so that
+        several consumer processes of one run never overwrite each other's counts."""
+        cp = checkpoints.c
+        conn.execute(update(runs).where(runs.c.run == run).values(
+            events=select(func.coalesce(func.sum(cp.events), 0)).where(cp.run == run).scalar_subquery(),
+            last_event_ts=select(func.max(cp.last_event_ts)).where(cp.run == run).scalar_subquery(),
+            dead_letters=select(func.count()).select_from(dead_letters)
+            .where(dead_letters.c.run == run).scalar_subquery(),
+        ))
 
     @staticmethod
     def _not_behind(conn: Any, run: str, snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:

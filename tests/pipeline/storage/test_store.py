@@ -98,6 +98,10 @@ def test_crash_and_resume_gives_the_same_rows(db_url: str, tmp_path: Path) -> No
     for table in (alerts, flagged_events, window_stats, dead_letters):
         assert _rows(store, table) == _rows(clean, table), table.name
     assert [export_line(a) for a in store.iter_alerts("x")] == [export_line(a) for a in clean.iter_alerts("x")]
+    run_row, clean_row = store.run_row("x"), clean.run_row("x")
+    assert run_row and clean_row and run_row["status"] == clean_row["status"] == "finished"
+    assert run_row["events"] == clean_row["events"] == 3001  # 3,000 + one event with another schema
+    assert run_row["dead_letters"] == len(_rows(store, dead_letters)) > 0
 
 
 def _rows(store: Store, table: object) -> list[tuple[object, ...]]:
