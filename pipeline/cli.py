@@ -279,16 +279,21 @@ def run_cmd(
     config: ConfigOption = None,
     until_idle: Annotated[float | None, typer.Option("--until-idle", help="Also exit 0 after this many seconds without new messages.")] = None,
     run: Annotated[str, typer.Option("--run", help="Run name for the live results.")] = "live",
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics (throughput, alerts, lag) on this port.")] = None,
     bootstrap: BootstrapOption = "127.0.0.1:9092",
     db: DbOption = None,
 ) -> None:
     """Consume from Kafka in a consumer group until stopped (SIGTERM/SIGINT: finish the batch,
     checkpoint, leave the group, exit 0)."""
     from pipeline.live import LiveStatus, StopFlag, run_live
+    from pipeline.metrics import RunMetrics
     from pipeline.sources.kafka import KafkaSourceError
 
     cfg = load_config(config)
     store = _store(db)
+    metrics = RunMetrics(run)
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
     stop = StopFlag()
     stop.install_signal_handlers()
 
@@ -299,7 +304,8 @@ def run_cmd(
 
     try:
         totals = run_live(store, cfg, _kafka_settings(bootstrap), run=run, group=group, predictions_topic=topic,
-                          labels_topic=labels_topic or None, until_idle=until_idle, stop=stop, on_status=status)
+                          labels_topic=labels_topic or None, until_idle=until_idle, stop=stop, on_status=status,
+                          metrics=metrics)
     except KafkaSourceError as exc:
         fail(str(exc).splitlines()[0])
     err.print(f"stopped: {totals.events:,} events, {totals.alerts:,} alerts, {totals.dead_letters:,} dead letters",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from pipeline.config import MonitorConfig
+from pipeline.metrics import RunMetrics
 from pipeline.runner import Pipeline, RunTotals
 from pipeline.sources.kafka import CommitFailed, KafkaClientSettings, KafkaSource
 from pipeline.storage.store import Store
@@ -67,6 +68,7 @@ def run_live(
     stop: StopFlag | None = None,
     on_status: Callable[[LiveStatus], None] | None = None,
     status_every: float = 10.0,
+    metrics: RunMetrics | None = None,
 ) -> RunTotals:
     """Consume until stopped (or idle for ``until_idle`` seconds); returns the totals."""
     stop = stop or StopFlag()
@@ -74,6 +76,7 @@ def run_live(
     pipeline = Pipeline(store, config, run, "live", source_desc)
     source = KafkaSource(settings, group_id=group, predictions_topic=predictions_topic, labels_topic=labels_topic,
                          max_poll_records=config.batch_size)
+    _check_copartitioned(source, predictions_topic, labels_topic)
     idle_since = time.monotonic()
     last_status = time.monotonic()
     started = time.monotonic()
@@ -85,21 +88,38 @@ def run_live(
                 _rebalance(pipeline, source, events.revoked, events.assigned)
             if messages:
                 idle_since = time.monotonic()
-                pipeline.process(messages)
+                result = pipeline.process(messages)
+                if metrics is not None:
+                    metrics.observe(result)
                 _commit(source, pipeline, {(m.source, m.partition) for m in messages})
             elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                 log.info("no new messages for %.1fs: stopping", until_idle)
                 break
-            if on_status is not None and time.monotonic() - last_status >= status_every:
+            if time.monotonic() - last_status >= status_every:
                 last_status = time.monotonic()
-                on_status(LiveStatus(pipeline.totals, source.lag(), frozenset(pipeline.engine.scopes),
-                                     pipeline.totals.events / max(time.monotonic() - started, 1e-9)))
+                lag = source.lag()
+                if metrics is not None:
+                    metrics.set_lag(lag)
+                if on_status is not None:
+                    on_status(LiveStatus(pipeline.totals, lag, frozenset(pipeline.engine.scopes),
+                                         pipeline.totals.events / max(time.monotonic() - started, 1e-9)))
         pipeline.checkpoint()
         _commit(source, pipeline, set(source.assignment()))
         store.finish_run(run, "stopped")
     finally:
         source.close()
     return pipeline.totals
+
+
+def _check_copartitioned(source: KafkaSource, predictions_topic: str, labels_topic: str | None) -> None:
+    """Delayed labels join per partition: both topics need the same partition count."""
+    if not labels_topic:
+        return
+    n_pred, n_lab = len(source.partitions_for(predictions_topic)), len(source.partitions_for(labels_topic))
+    if n_pred and n_lab and n_pred != n_lab:
+        log.warning("topics %s (%d partitions) and %s (%d partitions) are not co-partitioned: delayed labels "
+                    "of some partitions will not find their predictions; give both the same partition count",
+                    predictions_topic, n_pred, labels_topic, n_lab)
 
 
 def _rebalance(pipeline: Pipeline, source: KafkaSource, revoked: frozenset[tuple[str, int]],
