@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Table, create_engine, event, inspect
+from sqlalchemy import Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
 
 DEFAULT_DB_URL = "sqlite:///infersentry.db"
@@ -50,10 +51,18 @@ def alembic_config() -> Config:
     return cfg
 
 
+#: Alembic's command API keeps module-level state: one migration at a time per process.
+_MIGRATION_LOCK = threading.Lock()
+#: Key of the PostgreSQL advisory lock that serialises migrations across processes.
+_PG_MIGRATION_LOCK_KEY = 0x1F5E_7A11
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent; safe from several threads and processes)."""
     cfg = alembic_config()
-    with engine.begin() as conn:
+    with _MIGRATION_LOCK, engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -107,6 +107,9 @@ def test_two_consumers_split_partitions_exactly_once(kafka_broker: str, unique_n
     for t in threads:
         t.join(timeout=240)
     assert not any(t.is_alive() for t in threads)
+    assert set(results) == {"a", "b"}, "a consumer thread failed"
+    assert all(r.events > 0 for r in results.values()), "the partitions were not split"  # type: ignore[attr-defined]
+    assert sum(r.events for r in results.values()) >= 8000  # type: ignore[attr-defined]
     store = Store(make_engine(url))
     cps = checkpoint_rows(store, "live")
     # every partition has exactly one snapshot, and its positions cover the whole topic

@@ -12,7 +12,14 @@ from pipeline.rows import export_line
 from pipeline.runner import Pipeline
 from pipeline.storage.db import make_engine
 from pipeline.storage.store import Store
-from pipeline.storage.tables import ALL_TABLES, alerts, checkpoints, dead_letters, flagged_events, window_stats
+from pipeline.storage.tables import (
+    ALL_TABLES,
+    alerts,
+    checkpoints,
+    dead_letters,
+    flagged_events,
+    window_stats,
+)
 
 
 def counts(store: Store) -> dict[str, int]:
