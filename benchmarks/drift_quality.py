@@ -14,6 +14,7 @@ Defaults were set on seeds 0-2; the report uses other seeds.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -96,9 +97,12 @@ def first_alarm(ids: list[str]) -> int | None:
     return int(ids[0].split("-e")[1]) if ids else None
 
 
+KW: dict = {}  # detector keywords (defaults when empty); ``--kw '{"block_size": 50}'`` to explore
+
+
 def run_drift(s, d: int, seed: int) -> list[int]:  # type: ignore[no-untyped-def]
     schema = FeatureSchema(tuple(f"f{i}" for i in range(d)), from_array=True)
-    det = DriftDetector(DetectorContext(RouteKey("bench", "1"), schema, seed=seed))
+    det = DriftDetector(DetectorContext(RouteKey("bench", "1"), schema, seed=seed), **KW)
     return [
         int(f.trigger_event_id.split("-e")[1])
         for b in to_batches(s, 1000)
@@ -155,12 +159,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--benign", type=int, default=100_000)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) ADWIN baseline")
+    ap.add_argument("--only", nargs="*", default=None, help="run only scenarios whose name contains one of these")
+    ap.add_argument("--kw", default="{}", help="JSON detector keywords (exploration only)")
     args = ap.parse_args()
+    KW.update(json.loads(args.kw))
     d = args.d
     print(f"d={d}, seeds={args.seeds}, change at {CHANGE} of {N}; delay = events after the change")
     print("| scenario | ours detected | ours median delay | ours FA before | ADWIN detected | ADWIN median delay | ADWIN FA before |")
     print("|---|---|---|---|---|---|---|")
     names = list(scenarios(d, World(d, 0)))
+    if args.only:
+        names = [nm for nm in names if any(o in nm for o in args.only)]
     for name in names:
         rows = []
         for seed in args.seeds:
@@ -169,12 +179,12 @@ def main() -> None:
             s = make_stream(N, d=d, seed=seed, world_seed=seed, change_at=CHANGE,
                             change=sc.get("change"), label_change=sc.get("label_change"))
             ours = run_perf(s, sc["delay"], seed) if "label_change" in sc else run_drift(s, d, seed)
-            rows.append((ours, run_adwin(s)))
+            rows.append((ours, [] if args.no_baseline else run_adwin(s)))
         print(summarize(name, rows), flush=True)
     s = make_stream(args.benign + 2000, d=d, seed=args.seeds[0] + 1000, world_seed=args.seeds[0])
     ours = run_drift(s, d, args.seeds[0])
     perf = run_perf(s, 0.0, args.seeds[0])
-    base = run_adwin(s)
+    base = [] if args.no_baseline else run_adwin(s)
     per10k = 1e4 / args.benign
     print(f"\nbenign run, {args.benign} monitored events with bursts/batch clients/retries/canary/rate cycle:")
     print(f"  drift false alarms: {len(ours)} ({len(ours) * per10k:.2f} per 10k); performance: {len(perf)}; "

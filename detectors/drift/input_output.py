@@ -3,31 +3,40 @@
 Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
 
 1. **Reference.** The first ``reference_size`` events of the route (or the ``reference`` arrays)
-   are fitted robustly: every caller's weight is capped at ``caller_cap`` of the reference, bin
-   edges are weighted quantiles, and the multivariate projection uses a median/MAD-scaled,
-   winsorised covariance. A few outliers or attack queries move a quantile by at most their weight.
+   are fitted robustly: within every block of ``block_size`` events a caller contributes at most
+   ``caller_cap * block_size`` events (its first ones; the rest are dropped from every statistic,
+   here and when monitoring), bin edges are quantiles of the kept events, and the multivariate
+   projection uses a median/MAD-scaled, winsorised covariance. A few outliers or attack queries
+   move a quantile by at most their share.
 2. **Channels.** Numeric channels are the numeric features, the output summaries (confidence,
    margin, entropy; when the reference has probabilities), and whitened principal components of
-   the features (top ``n_components``, their squared norm and the squared residual). Every value is mapped to
-   one of ``n_bins`` reference-quantile bins or a missing bin. Categorical channels (string
-   features and the predicted class) map to the reference's frequent categories, ``other`` and
-   missing. Each channel yields linear scores: location (centred mid-rank, a Mann-Whitney-type
-   score), spread (``|2u - 1|``) and missing rate for numeric channels; one indicator per
-   category for categorical ones. Integer bin counts make every window statistic exact and
-   independent of how the stream was cut into batches.
-3. **Windows.** Every ``block_size`` events of the route a window closes; statistics are computed
-   over the last ``L`` events for every ``L`` in ``window_sizes``. Within a window each caller's
-   weight is capped at ``caller_cap * L`` events, and the variance follows a random-effects model
-   (between-caller variance estimated from the reference, floored at ``min_caller_correlation``);
-   windows with fewer than ``min_effective_callers`` effective callers are not tested. The
-   reference's own estimation error is added to the variance.
-4. **Calibration.** The window statistic is the max over all scores and window sizes of the
-   standardised score (signed-root likelihood ratio for indicator scores). Its threshold is set so
-   that alarm *episodes* occur once per ``context.events_between_false_alarms`` events on a null
-   stream simulated by resampling the reference **by caller run** (seeded by ``context.seed``):
-   empirically when the budget is small, by an effective-number-of-tests extrapolation capped at
-   Bonferroni otherwise.
-5. **Episodes.** The first window over the threshold raises a finding at its closing event; no
+   the features (top ``n_components``, their squared norm and the squared residual). Every value
+   is mapped to one of ``n_bins`` reference-quantile bins or a missing bin. Categorical channels
+   (string features and the predicted class) map to the reference's frequent categories,
+   ``other`` and missing. Each channel yields linear scores: location (centred mid-rank, a
+   Mann-Whitney-type score), spread (``|2u - 1|``) and missing rate for numeric channels; one
+   indicator per category for categorical ones. Integer bin counts make every window statistic
+   exact and independent of how the stream was cut into batches.
+3. **Tests.** *Single* tests: every numeric channel's location, spread and missing rate, and the
+   ``other``/``missing`` share of every categorical channel. *Joint* tests (quadratic forms of
+   the standardised scores, whitened with their reference correlation, referred to chi-square):
+   the locations of all numeric input features, their spreads, the output summaries together,
+   and each categorical channel's full category mix (the predicted-class distribution is one
+   test). A joint test is converted to the |z| with the same two-sided tail probability, so all
+   tests share one threshold; a genomic-control factor measured on the caller-resampled null
+   stream deflates a joint test whose null median exceeds the chi-square median.
+4. **Windows.** Every ``block_size`` events of the route a window closes; statistics are computed
+   over the last ``L`` events for every ``L`` in ``window_sizes``. The variance of a window mean
+   follows a random-effects model over callers (between-caller variance estimated from the
+   reference, floored at ``min_caller_correlation``) plus the reference's own estimation error;
+   windows with fewer than ``min_effective_callers`` effective callers are not tested. All closes
+   of a batch are evaluated together (vectorised), without per-window Python loops.
+5. **Calibration.** The window statistic is the max over all tests and window sizes. Its
+   threshold is set so that alarm *episodes* occur once per ``context.events_between_false_alarms``
+   events on a null stream simulated by resampling the reference **by caller run** (seeded by
+   ``context.seed``): empirically when the budget is small, by a Bonferroni bound over all tests
+   and closes otherwise.
+6. **Episodes.** The first window over the threshold raises a finding at its closing event; no
    further finding while the statistic stays high; after ``quiet_windows`` consecutive windows
    below the threshold an update finding (same trigger, ``is_update=True``) closes the episode.
    The reference is kept (no re-referencing), so a persistent drift stays one open episode.
@@ -35,10 +44,11 @@ Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import chdtrc, chdtri, ndtri
 
 from detectors.base import (
     EMPTY_OUTPUT,
@@ -60,6 +70,8 @@ from pipeline.events import EventBatch
 
 _OUTPUTS = ("confidence", "margin", "entropy")
 _LINEAR, _INDICATOR = 0, 1
+_GRID = float(2**20)
+_CHUNK_BLOCKS = 40  # closes evaluated together (bounds the memory of the vectorised scan)
 
 
 def _caller_codes(
@@ -69,25 +81,69 @@ def _caller_codes(
 
     Codes only need to be equal for equal callers within one window, so ``cmap`` may be pruned.
     """
-    codes = np.empty(len(client_ids), dtype=np.int64)
-    for i, c in enumerate(client_ids):
-        if c is None:
-            codes[i] = -(start + i + 1)
-        else:
-            code = cmap.get(c)
-            if code is None:
-                code = next_code
-                next_code += 1
-                cmap[c] = code
-            codes[i] = code
+    get = cmap.get
+    codes = np.fromiter((-1 if c is None else get(c, -2) for c in client_ids), dtype=np.int64, count=len(client_ids))
+    for i in np.flatnonzero(codes == -2):  # callers seen for the first time, in stream order
+        c = client_ids[i]
+        code = cmap.get(c)  # type: ignore[arg-type]
+        if code is None:
+            code = next_code
+            next_code += 1
+            cmap[c] = code  # type: ignore[index]
+        codes[i] = code
+    anon = np.flatnonzero(codes == -1)
+    codes[anon] = -(start + anon + 1)
     return codes, next_code
 
 
-def _capped_weights(codes: np.ndarray, cap: float) -> tuple[np.ndarray, float, float, float]:
-    """Per-event weights ``min(1, cap / n_g)`` and ``(sum W_g, sum W_g^2, sum W_g^2 / n_g)``."""
-    _, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    wg = np.minimum(counts, cap).astype(np.float64)
-    return wg[inv] / counts[inv], float(wg.sum()), float((wg**2).sum()), float((wg**2 / counts).sum())
+def _keep_mask(codes: np.ndarray, step: int, cap: int) -> np.ndarray:
+    """``True`` for the first ``cap`` events of each caller within each block of ``step`` events.
+
+    Blocks start at index 0. Dropping a heavy caller's surplus (rather than down-weighting it)
+    keeps every count an integer, which keeps window statistics exact under any batch cut.
+
+    >>> _keep_mask(np.array([5, 5, 5, 7, 5, 5]), 3, 2).tolist()
+    [True, True, False, True, True, True]
+    """
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    blk = np.arange(n) // step
+    order = np.lexsort((codes, blk))  # stable: stream order within (block, caller)
+    sb, sc = blk[order], codes[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (sb[1:] != sb[:-1]) | (sc[1:] != sc[:-1])
+    idx = np.arange(n)
+    first = np.maximum.accumulate(np.where(new, idx, 0))
+    keep = np.empty(n, dtype=bool)
+    keep[order] = (idx - first) < cap
+    return keep
+
+
+def _caller_square_sums(codes: np.ndarray, keep: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """``sum_g K_g^2`` over callers for the windows ``[e - length, e)`` (``K_g`` kept events of ``g``)."""
+    kidx = np.flatnonzero(keep)
+    if len(kidx) == 0 or len(ends) == 0:
+        return np.zeros(len(ends))
+    _, kinv = np.unique(codes[kidx], return_inverse=True)
+    g = int(kinv.max()) + 1
+    lo = np.searchsorted(kidx, np.maximum(ends - length, 0))
+    hi = np.searchsorted(kidx, ends)
+    lens = hi - lo
+    tot = int(lens.sum())
+    win = np.repeat(np.arange(len(ends)), lens)
+    pos = np.arange(tot) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+    cnt = np.bincount(win * g + kinv[pos], minlength=len(ends) * g).reshape(len(ends), g).astype(np.float64)
+    return np.asarray((cnt**2).sum(1))
+
+
+def _chi2_to_z(q: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """|z| with the same two-sided tail as ``q`` under chi-square(``dof``) (capped at 38)."""
+    p = chdtrc(dof, np.maximum(q, 0.0))
+    z = -ndtri(np.maximum(p, 1e-300) / 2.0)
+    # beyond double precision the tail is astronomically small: keep ordering with Wilson-Hilferty
+    wh = ((np.maximum(q, 0.0) / dof) ** (1 / 3) - (1 - 2 / (9 * dof))) / np.sqrt(2 / (9 * dof))
+    return np.asarray(np.where(p > 1e-290, z, np.minimum(np.maximum(wh, z), 38.0)))
 
 
 @register
@@ -104,9 +160,9 @@ class DriftDetector(Detector):
         Reference arrays instead of the first events: ``"X"`` (n, d) is required; ``"C"``,
         ``"prediction"``, ``"confidence"``, ``"margin"``, ``"entropy"``, ``"client_ids"``, ``"ts"``
         are optional. Output channels absent from it are not monitored.
-    block_size : int, default 200
+    block_size : int, default 50
         A window closes every ``block_size`` events of the route.
-    window_sizes : tuple of int, default (200, 600, 1000)
+    window_sizes : tuple of int, default (100, 200, 400, 1000)
         Window lengths in events (multiples of ``block_size``); all tested at every close.
     n_bins : int, default 16
         Reference-quantile bins per numeric channel.
@@ -118,7 +174,8 @@ class DriftDetector(Detector):
     min_category_freq : float, default 0.02
         Categories rarer than this in the reference are pooled into ``other``.
     caller_cap : float, default 0.02
-        Cap on one caller's weight, as a fraction of the window (and of the reference).
+        Within every block a caller contributes at most ``max(1, round(caller_cap * block_size))``
+        events (its first ones), so no caller holds more than about this share of any window.
     min_effective_callers : float, default 20.0
         Windows with fewer effective callers ``(sum W)^2 / sum W^2`` are not tested.
     min_caller_correlation : float, default 0.05
@@ -139,16 +196,16 @@ class DriftDetector(Detector):
     >>> ctx = DetectorContext(RouteKey("m", "1"), FeatureSchema(("a", "b", "c")), seed=1)
     >>> det = DriftDetector(ctx, calibration_events=20000)
     >>> X = rng.normal(size=(5000, 3))
-    >>> X[3500:, 1] += 1.0  # feature "b" moves at event 3500
+    >>> X[3500:, 1] += 1.0  # feature "b" moves at event 3500: flagged 50 events later
     >>> out = det.process(batch_from_arrays(X, schema=ctx.schema))
     >>> f = out.findings[0]
     >>> f.trigger_event_id, f.explanation["top"][0]["stat"]
-    ('e3599', 'feature:b')
+    ('e3549', 'feature:b')
     """
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -156,8 +213,8 @@ class DriftDetector(Detector):
         *,
         reference_size: int = 2000,
         reference: Mapping[str, Any] | None = None,
-        block_size: int = 200,
-        window_sizes: Sequence[int] = (200, 600, 1000),
+        block_size: int = 50,
+        window_sizes: Sequence[int] = (100, 200, 400, 1000),
         n_bins: int = 16,
         n_components: int = 8,
         max_categories: int = 20,
@@ -228,6 +285,7 @@ class DriftDetector(Detector):
         self.max_categories = int(max_categories)
         self.min_category_freq = float(min_category_freq)
         self.caller_cap = float(caller_cap)
+        self.block_cap = max(1, int(round(self.caller_cap * self.block_size)))
         self.min_effective_callers = float(min_effective_callers)
         self.min_caller_correlation = float(min_caller_correlation)
         self.quiet_windows = int(quiet_windows)
@@ -249,10 +307,16 @@ class DriftDetector(Detector):
         self.next_code = 0
         self.n_seen = 0  # events of the route seen
         self.n_mon = 0  # events seen after the reference
-        self.hist_bins = np.empty((0, 0), dtype=np.uint8)
-        self.hist_codes = np.empty(0, dtype=np.int64)
+        self.n_blocks = 0  # monitored blocks completed
+        self.pend_bins = np.empty((0, 0), dtype=np.uint8)  # events of the incomplete block
+        self.pend_codes = np.empty(0, dtype=np.int64)
+        self.pend_ts = np.empty(0, dtype=np.float64)
+        self.hist_codes = np.empty(0, dtype=np.int64)  # last max(window_sizes) events of complete blocks
+        self.hist_keep = np.empty(0, dtype=bool)
         self.hist_ts = np.empty(0, dtype=np.float64)
         self.blocks = np.empty((0, 0, self.n_bins_total), dtype=np.int64)
+        self.block_cs = np.empty((0, 0), dtype=np.float64)
+        self.block_sw = np.empty(0, dtype=np.int64)
         self.episode: dict[str, Any] | None = None
         self.model: dict[str, Any] = {}
 
@@ -287,8 +351,10 @@ class DriftDetector(Detector):
         source: str,
     ) -> None:
         n, d = X.shape
-        cap = max(1.0, self.caller_cap * n)
-        w, sw, a_ref, b_ref = _capped_weights(codes, cap)
+        kept = _keep_mask(codes, self.block_size, self.block_cap)
+        w = kept.astype(np.float64)
+        sw = float(w.sum())
+        a_ref = float(_caller_square_sums(codes, kept, np.array([n]), n)[0])
         model: dict[str, Any] = {"d": d, "k": C.shape[1], "source": source}
         model["ref_period"] = {"start": float(ts.min()), "end": float(ts.max()), "n": int(n), "source": source}
 
@@ -305,8 +371,7 @@ class DriftDetector(Detector):
             evals = np.maximum(evals, 1e-9 * max(float(evals.max()), 1e-12))
             k = min(self.n_components, d - 1)
             idx = np.arange(d - 1, d - 1 - k, -1)
-            proj = evecs[:, idx] / np.sqrt(evals[idx])
-            model.update(pca_med=med, pca_scale=scale, pca_proj=proj, pca_basis=evecs[:, idx].copy())
+            model.update(pca_med=med, pca_scale=scale, pca_isd=1.0 / np.sqrt(evals[idx]), pca_basis=evecs[:, idx].copy())
             ncomp = k
         model["ncomp"] = ncomp
 
@@ -416,30 +481,89 @@ class DriftDetector(Detector):
                 chans.append(c)
                 kinds.append(_INDICATOR)
                 labels.append(f"category={lab}")
-        tab = np.array(tables)
+        # scores on a 2^-20 grid: sums of up to 2^30 of them are exact in float64, so per-block
+        # score sums can be accumulated across blocks without any dependence on batch cuts
+        tab = np.round(np.array(tables) * _GRID) / _GRID
         chan = np.array(chans, dtype=np.int64)
         kind = np.array(kinds, dtype=np.int64)
 
-        # reference moments with per-caller caps; between-caller variance by ANOVA moments
+        # reference moments of the kept events; between-caller variance by ANOVA moments
         S = tab[np.arange(len(chan))[None, :], bins[:, chan]]
-        mu = (w[:, None] * S).sum(0) / w.sum()
+        mu = (w[:, None] * S).sum(0) / sw
         floor_p = 0.5 / n
         ind = kind == _INDICATOR
         mu = np.where(ind, np.clip(mu, floor_p, 1 - floor_p), mu)
-        var = (w[:, None] * (S - mu) ** 2).sum(0) / w.sum()
+        var = (w[:, None] * (S - mu) ** 2).sum(0) / sw
         var = np.where(ind, mu * (1 - mu), np.maximum(var, 0.25 / n))
-        tau2 = self._between_caller_variance(S, codes, var)
+        tau2 = self._between_caller_variance(S[kept], codes[kept], var)
         tau2 = np.clip(tau2, self.min_caller_correlation * var, var)
         sig_w = np.maximum(var - tau2, 0.0)
-        vref = (tau2 * a_ref + sig_w * b_ref) / sw**2
+        vref = (tau2 * a_ref + sig_w * sw) / sw**2
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
+        self._fit_tests(S[kept], model, d)
         self.model = model
 
         # calibration on a caller-resampled null stream
         self.threshold, self.calibration = self._calibrate(bins, codes)
         self.fitted = True
-        self.hist_bins = np.empty((0, len(names)), dtype=np.uint8)
-        self.blocks = np.zeros((0, len(names), nb), dtype=np.int64)
+        self._start_monitoring()
+
+    def _start_monitoring(self) -> None:
+        nch = len(self.model["names"])
+        self.pend_bins = np.empty((0, nch), dtype=np.uint8)
+        self.blocks = np.zeros((0, nch, self.n_bins_total), dtype=np.int64)
+        self.block_cs = np.zeros((0, len(self.model["chan"])), dtype=np.float64)
+        self.block_sw = np.zeros(0, dtype=np.int64)
+
+    def _fit_tests(self, S: np.ndarray, model: dict[str, Any], d: int) -> None:
+        """Which columns are single tests, and the joint tests (column groups with whitening maps).
+
+        A joint test's statistic is ``|W z|^2`` for the group's standardised scores ``z``, with
+        ``W`` the inverse square root of their reference correlation (eigenvalues below 1e-3 of
+        the largest are dropped, so collinear columns such as the indicators of all categories,
+        which sum to one, cost no degree of freedom).
+        """
+        labels, chan, names = model["labels"], model["chan"], model["names"]
+        ncol = len(labels)
+        is_cat = np.array([lab.startswith("category=") for lab in labels])
+        rare = np.array([lab in ("category=<other>", "category=<missing>") for lab in labels])
+        # single tests: every column except the frequent categories (those are tested jointly)
+        model["tested"] = ~is_cat | rare
+        groups: list[tuple[str, np.ndarray]] = []
+        col = np.arange(ncol)
+        lab = np.array(labels)
+        is_in = chan < d
+        if d >= 2:
+            groups.append(("inputs:location", col[is_in & (lab == "location")]))
+            groups.append(("inputs:spread", col[is_in & (lab == "spread")]))
+        is_out = np.array([names[c].startswith("output:") for c in chan]) & ~is_cat
+        out_cols = col[is_out & ((lab == "location") | (lab == "spread"))]
+        if len(out_cols) >= 2:
+            groups.append(("outputs:summaries", out_cols))
+        for c in sorted(set(int(k) for k in chan[is_cat])):
+            groups.append((f"{names[c]}:mix", col[(chan == c) & is_cat]))
+        g_names, g_cols, g_maps, g_dof = [], [], [], []
+        for gname, cols in groups:
+            Sg = S[:, cols]
+            sd = Sg.std(0)
+            cols = cols[sd > 1e-9]
+            if len(cols) < 2:
+                continue
+            Sg = S[:, cols]
+            R = np.corrcoef(Sg, rowvar=False)
+            evals, evecs = np.linalg.eigh(R)
+            ok = evals > 1e-3 * float(evals.max())
+            g_names.append(gname)
+            g_cols.append(cols.astype(np.int64))
+            g_maps.append(np.ascontiguousarray((evecs[:, ok] / np.sqrt(evals[ok])).T))
+            g_dof.append(float(ok.sum()))
+        model.update(
+            group_names=g_names,
+            group_cols=g_cols,
+            group_maps=g_maps,
+            group_dof=np.array(g_dof, dtype=np.float64),
+            group_gc=np.ones(len(g_names)),
+        )
 
     @staticmethod
     def _between_caller_variance(S: np.ndarray, codes: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -484,8 +608,8 @@ class DriftDetector(Detector):
             Z = self._robust_scale(X, model["pca_med"], model["pca_scale"])
             # einsum's own loops keep every row's rounding independent of the batch size (BLAS
             # blocking does not), so bins and findings do not depend on where batches were cut
-            Y = np.einsum("ij,jk->ik", Z, model["pca_proj"])
             B = np.einsum("ij,jk->ik", Z, model["pca_basis"])
+            Y = B * model["pca_isd"]
             parts.append(Y)
             parts.append((Y**2).sum(1, keepdims=True))
             parts.append(((Z**2).sum(1) - (B**2).sum(1))[:, None])
@@ -511,126 +635,123 @@ class DriftDetector(Detector):
         for j, (col, cmap) in enumerate(zip(cols, model["cat_maps"], strict=True)):
             other = len(cmap)
             mb = self.missing_bin
-            out[:, n_num + j] = [mb if v is None else cmap.get(str(v), other) for v in col]
+            lut = {v: (mb if v is None else cmap.get(str(v), other)) for v in set(col)}
+            out[:, n_num + j] = np.fromiter((lut[v] for v in col), dtype=np.uint8, count=n)
         return out
 
     # ------------------------------------------------------------------ window statistics
-    def _window_z(self, counts: np.ndarray, sw: float, a: float, b: float, live: bool) -> np.ndarray:
-        """Standardised scores of all columns for one window (``counts``: channels x bins, weighted)."""
+    def _window_z(self, colsum: np.ndarray, sw: np.ndarray, a: np.ndarray, live: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of all columns for ``k`` windows (``colsum``: k x columns, score sums of kept events).
+
+        Returns ``(z, zw)``: ``zw`` are Wald scores ``(mean - mu) / sd`` (used by the joint tests);
+        ``z`` replaces the indicator columns' Wald scores by the signed-root binomial LR (accurate
+        tails for rare categories and missing rates; used by the single tests).
+        """
         m = self.model
-        colsum = (counts[m["chan"]] * m["tab"]).sum(1)
-        mean = colsum / sw
-        v = (m["tau2"] * a + m["sigw"] * b) / sw**2
+        swc = np.maximum(sw, 1.0)[:, None]
+        mean = colsum / swc
+        v = (m["tau2"] * a[:, None] + m["sigw"] * swc) / swc**2
         if live:
             v = v + m["vref"]
-        z = (mean - m["mu"]) / np.sqrt(v)
+        zw = (mean - m["mu"]) / np.sqrt(v)
+        z = zw.copy()
         ind = m["kind"] == _INDICATOR
         if ind.any():
             p = m["mu"][ind]
-            neff = p * (1 - p) / v[ind]
-            z[ind] = signed_root_binomial(mean[ind], p, neff)
-        return z
+            z[:, ind] = signed_root_binomial(mean[:, ind], p, p * (1 - p) / v[:, ind])
+        return z, zw
 
-    def _scan(
+    def _joint_q(self, zw: np.ndarray) -> np.ndarray:
+        """Raw joint statistics ``|W_g z_g|^2`` (k x groups)."""
+        m = self.model
+        q = np.zeros((zw.shape[0], len(m["group_names"])))
+        for g, (cols, W) in enumerate(zip(m["group_cols"], m["group_maps"], strict=True)):
+            y = np.einsum("kc,rc->kr", zw[:, cols], W)
+            q[:, g] = (y**2).sum(1)
+        return q
+
+    def _joint_z(self, q: np.ndarray) -> np.ndarray:
+        m = self.model
+        if q.shape[-1] == 0:
+            return q
+        return _chi2_to_z(q / m["group_gc"], m["group_dof"])
+
+    def _scan_chunk(
         self,
-        bins: np.ndarray,
-        codes: np.ndarray,
-        n_before: int,
-        n_new: int,
-        blocks_before: np.ndarray,
+        bins_c: np.ndarray,
+        codes_c: np.ndarray,
+        state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int],
         live: bool,
-    ) -> tuple[Iterator[tuple[int, int, list[np.ndarray | None], list[dict[str, Any]]]], np.ndarray]:
-        """Evaluate every window that closes among the last ``n_new`` rows of ``bins``.
+        keep_details: bool,
+    ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]:
+        """Evaluate the closes of whole blocks ``bins_c`` (a multiple of ``block_size`` events).
 
-        ``bins``/``codes`` hold history followed by new events; ``n_before`` is the number of
-        monitored events before ``bins[0]``. Returns a lazy iterator over closes yielding
-        ``(end index in bins, monitored events so far, z per window size or None, window info)``
-        and the block counts to keep (last ``max(window_sizes) / block_size`` blocks).
+        ``state`` is ``(blocks, block_sums, block_kept, hist_codes, hist_keep, n_blocks)``: kept-event
+        bin counts, score sums and kept counts of the last blocks, caller codes and keep flags of the last ``max(window_sizes)`` events, and the
+        number of blocks before. Everything is vectorised over closes and window sizes.
         """
         step = self.block_size
-        nb = self.n_bins_total
-        nch = bins.shape[1]
-        first = (-n_before) % step
-        ends = np.arange(first if first > 0 else step, len(bins) + 1, step)
-        ends = ends[ends > len(bins) - n_new]
-        max_blocks = max(self.window_sizes) // step
-        if len(ends):
-            seg = bins[ends[0] - step : ends[-1]]
-            nblk = len(ends)
-            flat = (
-                np.arange(nblk, dtype=np.int64).repeat(step)[:, None] * (nch * nb)
-                + np.arange(nch, dtype=np.int64)[None, :] * nb
-                + seg.astype(np.int64)
-            )
-            new_blocks = np.bincount(flat.ravel(), minlength=nblk * nch * nb).reshape(nblk, nch, nb)
-            allb = np.concatenate([blocks_before, new_blocks])
-        else:
-            allb = blocks_before
-        nb0 = len(blocks_before)
-        keep = allb[-max_blocks:] if len(allb) else allb
+        m = self.model
+        blocks, block_cs, block_sw, h_codes, h_keep, n_blocks = state
+        nch, nb = len(m["names"]), self.n_bins_total
+        n = len(codes_c)
+        J = n // step
+        W = len(self.window_sizes)
+        keep_c = _keep_mask(codes_c, step, self.block_cap)
+        kidx = np.flatnonzero(keep_c)
+        flat = (kidx // step)[:, None] * (nch * nb) + np.arange(nch, dtype=np.int64)[None, :] * nb + bins_c[kidx]
+        new_blocks = np.bincount(flat.ravel(), minlength=J * nch * nb).reshape(J, nch, nb)
+        # per-block score sums (exact: integer counts times grid scores), then window sums
+        new_cs = np.einsum("jcb,cb->jc", new_blocks[:, m["chan"], :].astype(np.float64), m["tab"])
+        allb = np.concatenate([blocks, new_blocks]) if len(blocks) else new_blocks
+        allcs = np.concatenate([block_cs, new_cs]) if len(block_cs) else new_cs
+        allsw = np.concatenate([block_sw, new_blocks[:, 0, :].sum(1)])
+        nb0 = len(blocks)
+        cum = np.zeros((len(allcs) + 1, allcs.shape[1]))
+        np.cumsum(allcs, axis=0, out=cum[1:])
+        cum_sw = np.concatenate([[0], np.cumsum(allsw)])
+        nh = len(h_codes)
+        span_codes = np.concatenate([h_codes, codes_c])
+        span_keep = np.concatenate([h_keep, keep_c])
+        ends = nh + step * (1 + np.arange(J))
+        cj = nb0 + 1 + np.arange(J)
+        n_here = (n_blocks + 1 + np.arange(J)) * step
+        colsum = np.empty((J, W, allcs.shape[1]))
+        sw = np.empty((J, W))
+        valid = np.empty((J, W), dtype=bool)
+        a = np.empty((J, W))
+        for w, L in enumerate(self.window_sizes):
+            lo = np.maximum(cj - L // step, 0)
+            colsum[:, w] = cum[cj] - cum[lo]
+            sw[:, w] = cum_sw[cj] - cum_sw[lo]
+            valid[:, w] = n_here >= L
+            a[:, w] = _caller_square_sums(span_codes, span_keep, ends, L)
+        eff = sw**2 / np.maximum(a, 1.0)
+        valid &= eff >= self.min_effective_callers
+        z, zw = self._window_z(colsum.reshape(J * W, -1), sw.ravel(), a.ravel(), live)
+        single = np.abs(z[:, m["tested"]]).max(1).reshape(J, W)
+        q = self._joint_q(zw).reshape(J, W, -1)
+        res: dict[str, Any] = {"single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff}
+        if keep_details:
+            res.update(z=z.reshape(J, W, -1), allb=allb, cj=cj)
+        big = max(self.window_sizes)
+        max_blocks = big // step
+        new_state = (
+            allb[-max_blocks:].copy(),
+            allcs[-max_blocks:].copy(),
+            allsw[-max_blocks:].copy(),
+            span_codes[-big:].copy(),
+            span_keep[-big:].copy(),
+            n_blocks + J,
+        )
+        return res, new_state
 
-        def gen() -> Iterator[tuple[int, int, list[np.ndarray | None], list[dict[str, Any]]]]:
-            cum = np.concatenate([np.zeros((1, nch, nb), dtype=np.int64), np.cumsum(allb, axis=0)])
-            chan_off = np.arange(nch, dtype=np.int64)[None, :] * nb
-            big = max(self.window_sizes)
-            # bin counts of one heavy caller within one block, computed once per (block, caller)
-            cache: dict[tuple[int, int], np.ndarray] = {}
-
-            def caller_block_counts(blk_start: int, code: int) -> np.ndarray:
-                key = ((n_before + blk_start) // step, code)
-                got = cache.get(key)
-                if got is None:
-                    rows = bins[blk_start : blk_start + step][codes[blk_start : blk_start + step] == code]
-                    got = np.bincount(
-                        (rows.astype(np.int64) + chan_off).ravel(), minlength=nch * nb
-                    ).reshape(nch, nb)
-                    cache[key] = got
-                return got
-
-            for j, e in enumerate(ends):
-                e = int(e)
-                n_here = n_before + e
-                zs: list[np.ndarray | None] = []
-                infos: list[dict[str, Any]] = []
-                lwin = min(big, n_here, e)
-                uniq, inv = np.unique(codes[e - lwin : e], return_inverse=True)
-                if j % 16 == 0 and cache:
-                    oldest = (n_here - big) // step
-                    cache = {k: v for k, v in cache.items() if k[0] >= oldest}
-                for L in self.window_sizes:
-                    if n_here < L:
-                        zs.append(None)
-                        infos.append({})
-                        continue
-                    kb = L // step
-                    cj = nb0 + j + 1
-                    counts = (cum[cj] - cum[cj - kb]).astype(np.float64)
-                    ng = np.bincount(inv[lwin - L :], minlength=len(uniq))
-                    present = ng > 0
-                    ngp = ng[present]
-                    cap = max(1.0, self.caller_cap * L)
-                    wg = np.minimum(ngp, cap).astype(np.float64)
-                    sw = float(wg.sum())
-                    a = float((wg**2).sum())
-                    bsum = float((wg**2 / ngp).sum())
-                    eff_callers = sw * sw / a
-                    if eff_callers < self.min_effective_callers:
-                        zs.append(None)
-                        infos.append({"effective_callers": eff_callers})
-                        continue
-                    heavy = np.flatnonzero(ngp > cap)
-                    if len(heavy):
-                        codes_p = uniq[present]
-                        for h_i in heavy:
-                            cg = np.zeros((nch, nb), dtype=np.int64)
-                            for bs in range(e - L, e, step):
-                                cg += caller_block_counts(bs, int(codes_p[h_i]))
-                            counts -= (1.0 - wg[h_i] / ngp[h_i]) * cg
-                    zs.append(self._window_z(counts, sw, a, bsum, live))
-                    infos.append({"effective_callers": eff_callers, "counts": counts})
-                yield e, n_here, zs, infos
-
-        return gen(), keep
+    def _statistic(self, res: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per window: combined statistic (0 where untested) and joint |z|; per close: best window."""
+        zeq = self._joint_z(res["q"])
+        per_w = res["single"] if zeq.shape[-1] == 0 else np.maximum(res["single"], zeq.max(-1))
+        per_w = np.where(res["valid"], per_w, 0.0)
+        return per_w, zeq, np.argmax(per_w, axis=1)
 
     def _calibrate(self, bins: np.ndarray, codes: np.ndarray) -> tuple[float, dict[str, Any]]:
         rng = np.random.default_rng(self.context.seed)
@@ -648,23 +769,48 @@ class DriftDetector(Detector):
         tot = np.cumsum(lens[pick])
         pick = pick[: int(np.searchsorted(tot, n_sim)) + 1]
         idx = np.concatenate([np.arange(starts[p], ends[p]) for p in pick])[:n_sim]
+        step = self.block_size
+        idx = idx[: (len(idx) // step) * step]
         sim_codes = codes[idx].copy()
         anon = sim_codes < 0
         sim_codes[anon] = -(np.flatnonzero(anon) + 1)
         sim_bins = bins[idx]
-        res, _ = self._scan(
-            sim_bins, sim_codes, 0, len(sim_bins), np.zeros((0, bins.shape[1], self.n_bins_total), np.int64), False
+        nch = bins.shape[1]
+        state = (
+            np.zeros((0, nch, self.n_bins_total), np.int64),
+            np.zeros((0, len(self.model["chan"]))),
+            np.zeros(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty(0, bool),
+            0,
         )
-        m = np.array(
-            [max((float(np.abs(z).max()) for z in zs if z is not None), default=0.0) for _, _, zs, _ in res]
-        )
-        ncols = len(self.model["chan"])
-        tests_per_event = ncols * len(self.window_sizes) / self.block_size
-        h, info = calibrate_threshold(m, len(sim_bins), self.budget, self.quiet_windows, tests_per_event)
+        parts: list[dict[str, Any]] = []
+        chunk = _CHUNK_BLOCKS * step
+        for c0 in range(0, len(idx), chunk):
+            res, state = self._scan_chunk(sim_bins[c0 : c0 + chunk], sim_codes[c0 : c0 + chunk], state, False, False)
+            parts.append(res)
+        res = {k: np.concatenate([p[k] for p in parts]) for k in ("single", "q", "valid")}
+        # genomic control: deflate a joint test whose simulated null median exceeds chi-square's
+        m = self.model
+        valid = res["valid"]
+        gc = np.ones(len(m["group_names"]))
+        for g, dof in enumerate(m["group_dof"]):
+            qv = res["q"][..., g][valid]
+            if qv.size:
+                gc[g] = max(1.0, float(np.median(qv)) / float(chdtri(dof, 0.5)))
+        m["group_gc"] = gc
+        per_w, _, _ = self._statistic(res)
+        stat = per_w.max(1)
+        n_tests = int(m["tested"].sum()) + len(m["group_names"])
+        tests_per_event = n_tests * len(self.window_sizes) / step
+        h, info = calibrate_threshold(stat, len(idx), self.budget, self.quiet_windows, tests_per_event)
         info["seed"] = int(self.context.seed)
+        info["single_tests"] = int(m["tested"].sum())
+        info["joint_tests"] = {nm: {"dof": int(d), "genomic_control": round(float(c), 4)}
+                               for nm, d, c in zip(m["group_names"], m["group_dof"], gc, strict=True)}
         return h, info
 
-    # ------------------------------------------------------------------ processing
+
     def process(self, batch: EventBatch) -> DetectorOutput:
         n = len(batch)
         if n == 0:
@@ -707,36 +853,61 @@ class DriftDetector(Detector):
         return self._monitor(bins_new, codes[sl], batch.ts[sl], batch.event_ids[start:])
 
     def _monitor(self, bins_new: np.ndarray, codes_new: np.ndarray, ts_new: np.ndarray, ids: list[str]) -> DetectorOutput:
-        nh = len(self.hist_codes)
-        bins = np.concatenate([self.hist_bins, bins_new])
-        codes = np.concatenate([self.hist_codes, codes_new])
-        ts = np.concatenate([self.hist_ts, ts_new])
-        n_new = len(codes_new)
-        res, self.blocks = self._scan(bins, codes, self.n_mon - nh, n_new, self.blocks, True)
+        step = self.block_size
+        npend = len(self.pend_codes)
+        bins = np.concatenate([self.pend_bins, bins_new])
+        codes = np.concatenate([self.pend_codes, codes_new])
+        ts = np.concatenate([self.pend_ts, ts_new])
+        n_full = (len(codes) // step) * step
         findings: list[Finding] = []
         stats: list[WindowStat] = []
+        chunk = _CHUNK_BLOCKS * step
+        for c0 in range(0, n_full, chunk):
+            c1 = min(n_full, c0 + chunk)
+            self._monitor_blocks(bins[c0:c1], codes[c0:c1], ts[c0:c1], ids, c0 - npend, findings, stats)
+        self.pend_bins = bins[n_full:].copy()
+        self.pend_codes = codes[n_full:].copy()
+        self.pend_ts = ts[n_full:].copy()
+        self.n_mon += len(codes_new)
+        self.n_seen += len(codes_new)
+        if len(self.cmap) > 200_000:
+            self._prune_callers()
+        return DetectorOutput(findings=tuple(findings), stats=tuple(stats))
+
+    def _monitor_blocks(
+        self,
+        bins_c: np.ndarray,
+        codes_c: np.ndarray,
+        ts_c: np.ndarray,
+        ids: list[str],
+        id_off: int,
+        findings: list[Finding],
+        stats: list[WindowStat],
+    ) -> None:
+        nh = len(self.hist_codes)
+        state = (self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks)
+        res, new_state = self._scan_chunk(bins_c, codes_c, state, True, True)
+        span_ts = np.concatenate([self.hist_ts, ts_c])
+        per_w, zeq, best_w = self._statistic(res)
         h = self.threshold
         big = max(self.window_sizes)
-        for e, n_mon_here, zs, infos in res:
-            best, best_s = 0.0, -1
-            for s, z in enumerate(zs):
-                if z is not None:
-                    v = float(np.abs(z).max())
-                    if v > best:
-                        best, best_s = v, s
-            close_ts = float(ts[e - 1])
-            eid = ids[e - 1 - nh]
+        for j in range(len(best_w)):
+            w = int(best_w[j])
+            best = float(per_w[j, w])
+            e = int(res["ends"][j])
+            n_here = int(res["n_here"][j])
+            close_ts = float(span_ts[e - 1])
             exceed = best > h
             ep = self.episode
             if ep is None and exceed:
-                L = self.window_sizes[best_s]
-                expl = self._explain(zs[best_s], infos[best_s], best, L, n_mon_here)  # type: ignore[arg-type]
-                wstart = float(ts[max(e - L, 0)]) if e - L >= 0 else float("nan")
+                L = self.window_sizes[w]
+                info = self._info(res, zeq, j, w)
+                expl = self._explain(res["z"][j, w], info, best, L, n_here)
                 self.episode = {
-                    "trigger": eid,
+                    "trigger": ids[e - nh - 1 + id_off],
                     "raised_at": close_ts,
                     "score": best,
-                    "window_start": wstart,
+                    "window_start": float(span_ts[e - L]) if e - L >= 0 else float("nan"),
                     "last_exceed": close_ts,
                     "quiet": 0,
                     "explanation": expl,
@@ -751,21 +922,27 @@ class DriftDetector(Detector):
                     if ep["quiet"] >= self.quiet_windows:
                         findings.append(self._finding(ep, ep["last_exceed"], close_ts, True))
                         self.episode = None
-            if n_mon_here % big == 0 and zs[-1] is not None:
-                stats.extend(self._window_stats(zs[-1], infos[-1], n_mon_here // big - 1, float(ts[e - big]), close_ts, best))
-        # keep the last max(window) events as history
-        keep = min(len(codes), big)
-        self.hist_bins = bins[len(bins) - keep :].copy()
-        self.hist_codes = codes[len(codes) - keep :].copy()
-        self.hist_ts = ts[len(ts) - keep :].copy()
-        self.n_mon += n_new
-        self.n_seen += n_new
-        if len(self.cmap) > 200_000:
-            self._prune_callers()
-        return DetectorOutput(findings=tuple(findings), stats=tuple(stats))
+            last = len(self.window_sizes) - 1
+            if n_here % big == 0 and res["valid"][j, last]:
+                info = self._info(res, zeq, j, last)
+                stats.extend(
+                    self._window_stats(res["z"][j, last], info, n_here // big - 1, float(span_ts[e - big]), close_ts, best)
+                )
+        self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks = new_state
+        self.hist_ts = span_ts[-big:].copy()
+
+    def _info(self, res: dict[str, Any], zeq: np.ndarray, j: int, w: int) -> dict[str, Any]:
+        cj, kb = int(res["cj"][j]), self.window_sizes[w] // self.block_size
+        return {
+            "effective_callers": float(res["eff"][j, w]),
+            "counts": res["allb"][max(cj - kb, 0) : cj].sum(0).astype(np.float64),
+            "joint_z": zeq[j, w],
+            "joint_q": res["q"][j, w],
+            "single": float(res["single"][j, w]),
+        }
 
     def _prune_callers(self) -> None:
-        live = set(int(c) for c in self.hist_codes if c >= 0)
+        live = set(int(c) for c in np.concatenate([self.hist_codes, self.pend_codes]) if c >= 0)
         self.cmap = {k: v for k, v in self.cmap.items() if v in live}
 
     def _finding(self, ep: dict[str, Any], window_end: float | None, updated_at: float | None, upd: bool) -> Finding:
@@ -863,10 +1040,35 @@ class DriftDetector(Detector):
                 entry["current"] = {"frequencies": cur_f}
                 entry["total_variation"] = _r(0.5 * sum(abs(cur_f[k] - ref_f[k]) for k in ref_f))
             top.append(entry)
+        joint = []
+        for g, gname in enumerate(m["group_names"]):
+            joint.append(
+                {
+                    "test": gname,
+                    "z": _r(info["joint_z"][g]),
+                    "chi2": _r(info["joint_q"][g] / m["group_gc"][g]),
+                    "dof": int(m["group_dof"][g]),
+                    "genomic_control": _r(m["group_gc"][g]),
+                }
+            )
+        joint.sort(key=lambda t: -(t["z"] or 0.0))
+        trigger = "single"
+        if len(joint) and joint[0]["z"] is not None and joint[0]["z"] >= info["single"]:
+            trigger = joint[0]["test"]
+        else:
+            tested = np.where(m["tested"], az, -1.0)
+            col = int(np.argmax(tested))
+            trigger = f"{names[int(m['chan'][col])]} ({labels[col]})"
         return {
+            "summary": self._summary(trigger, top, stat, L),
+            "trigger_test": trigger,
             "statistic": round(stat, 4),
             "threshold": round(float(self.threshold), 4),
-            "statistic_definition": "max over scores and window sizes of |standardised score|",
+            "statistic_definition": (
+                "max over tests and window sizes of |z|: single tests' standardised scores, joint tests' "
+                "chi-square statistics converted to the |z| of equal two-sided tail probability"
+            ),
+            "joint_tests": joint,
             "window_events": int(L),
             "window_sizes": list(self.window_sizes),
             "block_size": self.block_size,
@@ -878,6 +1080,41 @@ class DriftDetector(Detector):
             "events_between_false_alarms": self.budget,
             "calibration": dict(self.calibration),
         }
+
+    def _summary(self, trigger: str, top: list[dict[str, Any]], stat: float, L: int) -> str:
+        """One human line: what moved, by how much, window, statistic vs threshold."""
+        parts = []
+        for e in top[:4]:
+            nm = e["stat"].split(":", 1)[1] if ":" in e["stat"] else e["stat"]
+            if "ks_distance" in e:
+                ref, cur = e["reference"], e["current"]
+                bits = []
+                if ref.get("spread") and cur.get("median") is not None and ref.get("median") is not None:
+                    bits.append(f"{(cur['median'] - ref['median']) / ref['spread']:+.1f} sd")
+                if ref.get("spread") and cur.get("spread") is not None and e["test"] == "spread":
+                    bits.append(f"spread x{cur['spread'] / ref['spread']:.2f}")
+                if e["test"] == "missing":
+                    bits.append(f"missing {ref.get('missing_rate', 0):.1%} -> {cur.get('missing_rate', 0):.1%}")
+                bits.append(f"KS {e['ks_distance'] or 0:.2f}")
+                parts.append(f"{nm} ({', '.join(bits)})")
+            elif "total_variation" in e:
+                ref_f, cur_f = e["reference"]["frequencies"], e["current"]["frequencies"]
+                k = max(ref_f, key=lambda c: abs((cur_f.get(c) or 0) - (ref_f.get(c) or 0)))
+                parts.append(
+                    f"{nm} (TV {e['total_variation']:.2f}; {k}: {ref_f[k] or 0:.0%} -> {cur_f.get(k) or 0:.0%})"
+                )
+            else:
+                parts.append(f"{nm} (z {e['z']:+.1f})")
+        what = {
+            "inputs:location": "input locations (joint test)",
+            "inputs:spread": "input spreads (joint test)",
+            "outputs:summaries": "confidence/margin/entropy (joint test)",
+            "output:prediction:mix": "predicted-class mix (joint test)",
+        }.get(trigger, trigger)
+        return (
+            f"drift in {what}: {', '.join(parts)}; window {L} events; "
+            f"statistic {stat:.2f} > threshold {float(self.threshold):.2f}"
+        )
 
     def _window_stats(
         self, z: np.ndarray, info: dict[str, Any], window: int, start: float, end: float, best: float
@@ -905,6 +1142,8 @@ class DriftDetector(Detector):
             )
             for c in range(len(names))
         ]
+        for g, gname in enumerate(m["group_names"]):
+            out.append(WindowStat(self.name, f"joint:{gname}", window, start, end, L, None, None, float(info["joint_z"][g]), h))
         out.append(WindowStat(self.name, "drift", window, start, end, L, None, None, float(best), h))
         return out
 
@@ -934,10 +1173,16 @@ class DriftDetector(Detector):
         st["model"] = dict(self.model)
         st["threshold"] = float(self.threshold)
         st["calibration"] = dict(self.calibration)
-        st["hist_bins"] = self.hist_bins.copy()
+        st["n_blocks"] = self.n_blocks
+        st["pend_bins"] = self.pend_bins.copy()
+        st["pend_codes"] = self.pend_codes.copy()
+        st["pend_ts"] = self.pend_ts.copy()
         st["hist_codes"] = self.hist_codes.copy()
+        st["hist_keep"] = self.hist_keep.copy()
         st["hist_ts"] = self.hist_ts.copy()
         st["blocks"] = self.blocks.copy()
+        st["block_cs"] = self.block_cs.copy()
+        st["block_sw"] = self.block_sw.copy()
         st["episode"] = None if self.episode is None else dict(self.episode)
         return st
 
@@ -966,7 +1211,14 @@ class DriftDetector(Detector):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         for key in ("chan", "kind"):
             mdl[key] = np.asarray(mdl[key], dtype=np.int64)
-        for key in ("pca_med", "pca_scale", "pca_proj", "pca_basis"):
+        for key in ("tested",):
+            mdl[key] = np.asarray(mdl[key], dtype=bool)
+        for key in ("group_dof", "group_gc"):
+            mdl[key] = np.asarray(mdl[key], dtype=np.float64)
+        mdl["group_names"] = list(mdl["group_names"])
+        mdl["group_cols"] = [np.asarray(c, dtype=np.int64) for c in mdl["group_cols"]]
+        mdl["group_maps"] = [np.asarray(c, dtype=np.float64) for c in mdl["group_maps"]]
+        for key in ("pca_med", "pca_scale", "pca_isd", "pca_basis"):
             if key in mdl:
                 mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         mdl["labels"] = list(mdl["labels"])
@@ -976,10 +1228,16 @@ class DriftDetector(Detector):
         self.fitted = True
         self.threshold = float(state["threshold"])
         self.calibration = dict(state["calibration"])
-        self.hist_bins = np.asarray(state["hist_bins"], dtype=np.uint8).reshape(-1, len(mdl["names"]))
+        self.n_blocks = int(state["n_blocks"])
+        self.pend_bins = np.asarray(state["pend_bins"], dtype=np.uint8).reshape(-1, len(mdl["names"]))
+        self.pend_codes = np.asarray(state["pend_codes"], dtype=np.int64)
+        self.pend_ts = np.asarray(state["pend_ts"], dtype=np.float64)
         self.hist_codes = np.asarray(state["hist_codes"], dtype=np.int64)
+        self.hist_keep = np.asarray(state["hist_keep"], dtype=bool)
         self.hist_ts = np.asarray(state["hist_ts"], dtype=np.float64)
         self.blocks = np.asarray(state["blocks"], dtype=np.int64).reshape(-1, len(mdl["names"]), self.n_bins_total)
+        self.block_cs = np.asarray(state["block_cs"], dtype=np.float64).reshape(-1, len(mdl["chan"]))
+        self.block_sw = np.asarray(state["block_sw"], dtype=np.int64)
         self.episode = None if state["episode"] is None else dict(state["episode"])
 
 

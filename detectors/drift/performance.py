@@ -166,6 +166,13 @@ class PerformanceDetector(Detector):
                     "last_exceed": close_ts,
                     "quiet": 0,
                     "explanation": {
+                        "summary": (
+                            f"error rate rose: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} outcomes; "
+                            f"statistic {best:.2f} > threshold {h:.2f}"
+                            if best_rate >= p0
+                            else f"error rate fell: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} "
+                            f"outcomes; statistic {best:.2f} > threshold {h:.2f}"
+                        ),
                         "statistic": round(best, 4),
                         "threshold": round(h, 4),
                         "statistic_definition": "max over window sizes of |signed-root binomial LR|",

@@ -70,7 +70,14 @@ def test_detects_shift_and_explains_it(shifted_stream) -> None:  # type: ignore[
     assert {"feature:f5", "output:confidence", "output:prediction", "multivariate:residual", "drift"} <= names
     f5 = [s for s in stats if s.stat == "feature:f5"]
     assert [s.window for s in f5] == list(range(len(f5)))
-    assert f5[-1].score is not None and f5[-1].threshold is not None and f5[-1].score > f5[-1].threshold
+    assert f5[-1].score is not None and f5[-1].threshold is not None
+    last = [s for s in stats if s.window == f5[-1].window]
+    combined = [s for s in last if s.stat == "drift"][0]
+    assert combined.score is not None and combined.threshold is not None and combined.score > combined.threshold
+    feat_scores = {s.stat: s.score for s in last if s.stat.startswith("feature:")}
+    assert max(feat_scores, key=lambda k: feat_scores[k] or 0.0) == "feature:f5"
+    assert "joint:inputs:location" in names
+    assert isinstance(ex["summary"], str) and "f5" in ex["summary"] and "threshold" in ex["summary"]
 
 
 def test_quiet_on_benign_caller_dependent_stream() -> None:
@@ -220,7 +227,7 @@ def test_robust_reference_outliers() -> None:
     [
         {"reference_size": 10},
         {"block_size": 0},
-        {"window_sizes": (150,)},
+        {"window_sizes": (130,)},
         {"window_sizes": ()},
         {"n_bins": 2},
         {"caller_cap": 0.0},
