@@ -124,6 +124,115 @@ class WarmupBuffer:
         self.prediction = list(s["prediction"])
 
 
+class CappedReference:
+    """Collects a reference of ``size`` events in which no caller holds more than ``cap`` of them.
+
+    Production traffic is dominated by a few heavy callers (batch jobs with their own class mix, a
+    busy partner): a reference of the first events would let them define "normal". Events of a
+    caller that already holds ``cap`` reference rows are skipped (kept aside, at most ``size`` of
+    them, in stream order). Events without ``client_id`` count as distinct callers. If the
+    reference is still short after ``patience`` events (a stream with very few callers), it is
+    completed with the earliest skipped events. Decided event by event in stream order, so the
+    result does not depend on batch boundaries. Bounded: at most ``2 * size`` rows.
+    """
+
+    def __init__(self, size: int, n_features: int, cap: int, patience: int) -> None:
+        self.size = int(size)
+        self.cap = max(1, int(cap))
+        self.patience = max(int(patience), self.size)
+        self.d = n_features
+        self.X = np.empty((0, n_features))
+        self.margin = np.empty(0)
+        self.ts = np.empty(0)
+        self.pos = np.empty(0, dtype=np.int64)  # position among the events seen, for ordering
+        self.oX = np.empty((0, n_features))
+        self.omargin = np.empty(0)
+        self.ots = np.empty(0)
+        self.opos = np.empty(0, dtype=np.int64)
+        self.counts: dict[str, int] = {}
+        self.seen = 0
+        self.first_event: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.X)
+
+    def add(self, batch: EventBatch, start: int = 0) -> int | None:
+        """Offer rows ``start:`` of ``batch``; returns the row at which the reference completed
+        (it is included), or None while it is incomplete."""
+        take, over, tpos, opos = [], [], [], []
+        done: int | None = None
+        n_adm, n_over = self.n, len(self.oX)
+        counts = self.counts
+        for i in range(start, len(batch)):
+            cid = batch.client_ids[i]
+            if self.first_event is None:
+                self.first_event = batch.event_ids[i]
+            k = counts.get(cid, 0) if cid is not None else 0
+            if k < self.cap:
+                if cid is not None:
+                    counts[cid] = k + 1
+                take.append(i)
+                tpos.append(self.seen)
+                n_adm += 1
+            elif n_over < self.size:
+                over.append(i)
+                opos.append(self.seen)
+                n_over += 1
+            self.seen += 1
+            if n_adm >= self.size or self.seen >= self.patience:
+                done = i
+                break
+        if take:
+            t = np.array(take)
+            self.X = np.concatenate([self.X, batch.X[t]])
+            self.margin = np.concatenate([self.margin, batch.margin[t]])
+            self.ts = np.concatenate([self.ts, batch.ts[t]])
+            self.pos = np.concatenate([self.pos, np.array(tpos, dtype=np.int64)])
+        if over:
+            o = np.array(over)
+            self.oX = np.concatenate([self.oX, batch.X[o]])
+            self.omargin = np.concatenate([self.omargin, batch.margin[o]])
+            self.ots = np.concatenate([self.ots, batch.ts[o]])
+            self.opos = np.concatenate([self.opos, np.array(opos, dtype=np.int64)])
+        return done
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, margin, ts)`` of the reference in stream order (short ones filled from skipped rows)."""
+        X, mg, ts, pos = self.X, self.margin, self.ts, self.pos
+        short = self.size - len(X)
+        if short > 0 and len(self.oX):
+            X = np.concatenate([X, self.oX[:short]])
+            mg = np.concatenate([mg, self.omargin[:short]])
+            ts = np.concatenate([ts, self.ots[:short]])
+            pos = np.concatenate([pos, self.opos[:short]])
+        o = np.argsort(pos, kind="stable")
+        return X[o], mg[o], ts[o]
+
+    def distinct_callers(self) -> int:
+        return len(self.counts)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "X": self.X.copy(), "margin": self.margin.copy(), "ts": self.ts.copy(), "pos": self.pos.copy(),
+            "oX": self.oX.copy(), "omargin": self.omargin.copy(), "ots": self.ots.copy(), "opos": self.opos.copy(),
+            "callers": list(self.counts), "counts": np.array(list(self.counts.values()), dtype=np.int64),
+            "seen": self.seen, "first_event": self.first_event,
+        }
+
+    def load(self, s: dict[str, Any]) -> None:
+        f = np.float64
+        self.X = np.asarray(s["X"], dtype=f).reshape(-1, self.d)
+        self.margin, self.ts = np.asarray(s["margin"], dtype=f), np.asarray(s["ts"], dtype=f)
+        self.pos = np.asarray(s["pos"], dtype=np.int64)
+        self.oX = np.asarray(s["oX"], dtype=f).reshape(-1, self.d)
+        self.omargin, self.ots = np.asarray(s["omargin"], dtype=f), np.asarray(s["ots"], dtype=f)
+        self.opos = np.asarray(s["opos"], dtype=np.int64)
+        self.counts = dict(zip(s["callers"], np.asarray(s["counts"]).tolist(), strict=True))
+        self.seen = int(s["seen"])
+        self.first_event = s["first_event"]
+
+
 # --------------------------------------------------------------------------------------------
 # robust scaling, subspace model, calibration
 # --------------------------------------------------------------------------------------------
@@ -157,31 +266,112 @@ def standardise(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: floa
 def tail_threshold(scores: np.ndarray, fpr: float, tail: float = 0.1) -> float:
     """Threshold exceeded by a fraction ``fpr`` of future scores like ``scores``.
 
-    Above the ``1 - tail`` quantile ``u`` the excesses are modelled as exponential (a
-    peaks-over-threshold fit), so small budgets such as 1e-3 are extrapolated from the top 10%
-    of a few hundred held-out scores instead of read off their last order statistic.
+    Above the ``1 - tail`` quantile ``u`` the excesses are modelled by a generalised Pareto
+    distribution (peaks over threshold) whose shape ``xi`` and scale are estimated by probability-
+    weighted moments (Hosking & Wallis, 1987). ``xi`` is kept in ``[0, 0.5]``: never lighter than
+    exponential (a short-tailed fit on a few hundred excesses would put the threshold too low) and
+    never so heavy that one outlier of the reference sets it. Small budgets such as 1e-3 are so
+    extrapolated from the top 10% of the held-out scores instead of read off their last order
+    statistic.
 
     >>> rng = np.random.default_rng(0)
     >>> round(tail_threshold(rng.exponential(size=20000), 1e-3), 1)  # exact: ln(1000) = 6.9
     6.9
+    >>> round(tail_threshold(rng.pareto(4.0, size=20000), 1e-3), 1)  # exact: 1000**0.25 - 1 = 4.6
+    4.5
     """
     s = np.sort(np.asarray(scores, dtype=np.float64))
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return float("inf")
     if fpr >= tail:
         return float(np.quantile(s, 1.0 - fpr))
     u = float(np.quantile(s, 1.0 - tail))
-    excess = s[s > u] - u
-    mean_excess = float(excess.mean()) if excess.size else 0.0
-    return u + mean_excess * float(np.log(tail / fpr))
+    y = s[s > u] - u
+    if y.size < 5:
+        return u + (float(y.mean()) if y.size else 0.0) * float(np.log(tail / fpr))
+    n = y.size
+    a0 = float(y.mean())
+    p = (np.arange(1, n + 1) - 0.35) / n
+    a1 = float(np.mean((1.0 - p) * y))
+    den = a0 - 2.0 * a1
+    xi = 2.0 - a0 / den if den > 0 else 0.5
+    xi = min(max(xi, 0.0), 0.5)
+    sigma = a0 * (1.0 - xi)  # mean excess = sigma / (1 - xi)
+    r = tail / fpr
+    return u + (sigma * float(np.log(r)) if xi < 1e-6 else sigma / xi * (r**xi - 1.0))
+
+
+@dataclass
+class Marginals:
+    """Per-feature monotone transforms learned on the reference (heavy tails made Gaussian-like).
+
+    Amounts, counts, durations and ratios in natural units are log-normal-like: a few benign values
+    lie 20 robust standard deviations from the median, and a squared-distance statistic is then
+    dominated by one ordinary feature. A feature whose reference has a heavy *upper* tail (the
+    distance from median to 99th percentile more than ``ratio`` times that from 1st percentile to
+    median) is mapped by ``log(x - m + c)`` above ``m`` and linearly below it (continuous, with the
+    same slope, so values under the reference's range still move away), with ``m`` the reference
+    minimum and ``c`` the larger of the 5% quantile's distance to ``m`` and a quarter of the
+    median's; a heavy *lower* tail is mirrored. Other features (light-tailed, bounded, or sitting
+    on one value most of the time, such as blank pixels) are left as they are. Monotone, so the
+    order of values - and of departures - is kept.
+    """
+
+    idx: np.ndarray  # transformed features
+    sign: np.ndarray  # +1 heavy upper tail, -1 heavy lower tail
+    m: np.ndarray
+    c: np.ndarray
+
+    @staticmethod
+    def fit(X: np.ndarray, ratio: float = 2.5) -> Marginals:
+        idx, sign, ms, cs = [], [], [], []
+        for j in range(X.shape[1]):
+            col = X[:, j]
+            col = col[np.isfinite(col)]
+            if col.size < 20:
+                continue
+            lo, q05, q50, q95, hi = np.quantile(col, [0.01, 0.05, 0.5, 0.95, 0.99])
+            up, down = hi - q50, q50 - lo
+            for sg, a, b, mm, q in ((1.0, up, down, float(col.min()), q05), (-1.0, down, up, float(col.max()), q95)):
+                if a > ratio * b and a > 0:
+                    c = max(sg * (q - mm), 0.25 * sg * (q50 - mm))
+                    if c > 0:
+                        idx.append(j)
+                        sign.append(sg)
+                        ms.append(mm)
+                        cs.append(c)
+                    break
+        return Marginals(np.array(idx, dtype=np.int64), np.array(sign), np.array(ms), np.array(cs))
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        if self.idx.size == 0:
+            return X
+        X = np.array(X, dtype=np.float64, copy=True)
+        V = (X[:, self.idx] - self.m) * self.sign  # distance above the anchor, in the tail's direction
+        with np.errstate(invalid="ignore"):
+            T = np.where(V > 0, np.log1p(np.maximum(V, 0.0) / self.c), V / self.c)
+        X[:, self.idx] = T * self.sign
+        return X
+
+    def state(self) -> dict[str, Any]:
+        return {"idx": self.idx, "sign": self.sign, "m": self.m, "c": self.c}
+
+    @staticmethod
+    def load(s: dict[str, Any]) -> Marginals:
+        return Marginals(np.asarray(s["idx"], dtype=np.int64), np.asarray(s["sign"], dtype=np.float64),
+                         np.asarray(s["m"], dtype=np.float64), np.asarray(s["c"], dtype=np.float64))
 
 
 @dataclass
 class SubspaceModel:
-    """Robust standardisation + a whitened PCA basis fitted on reference events.
+    """Marginal transforms + robust standardisation + a whitened PCA basis fitted on reference events.
 
-    The standardised input is rotated onto the reference's principal axes and each axis is
-    divided by its standard deviation (floored at ``min_variance`` times the mean eigenvalue, so
-    directions the reference hardly uses count a lot but not infinitely). Three statistics per
-    event, each divided by its own held-out threshold (see the last paragraph):
+    Features first go through :class:`Marginals` (heavy tails to log scale), then a robust
+    standardisation (median, IQR). The standardised input is rotated onto the reference's principal
+    axes and each axis is divided by its standard deviation (floored at ``min_variance`` times the
+    mean eigenvalue, so directions the reference hardly uses count a lot but not infinitely). Three
+    statistics per event, each divided by its own threshold (see the last paragraph):
 
     * ``resid`` - mean squared whitened coordinate on the *minor* axes (beyond the ``k`` that keep
       ``var_kept`` of the variance): energy off the reference subspace, in directions natural
@@ -190,18 +380,24 @@ class SubspaceModel:
       input is along the directions natural data does vary in;
     * ``atoms`` - departures from point masses: a feature whose reference values sit on one exact
       value (an "atom": a blank background pixel, a zero amount) at least half of the time
-      contributes its surprisal when the input is off that value: ``-log q_near`` when the value
-      is *close* to the atom (within half the median distance of the reference's off-atom
-      values; ``q_near`` is the reference share of such values, floored at 0.5/n) and
-      ``-log(1 - p)`` otherwise (``p`` the atom frequency, capped at 0.999). Perturbation
-      attacks nudge many atom features slightly off at once; natural inputs rarely do. Zero
-      when the reference has no atoms (continuous features).
+      contributes when the input is off that value. A departure *close* to the atom (within half
+      the median distance of the reference's off-atom values) contributes the surprisal of such a
+      value, ``-log q_near`` (``q_near`` the reference share of such values, floored at 0.5/n);
+      a larger departure contributes at least as much (monotone in the size of the departure):
+      ``max(-log q_near, -log P(distance >= d))`` with ``P`` the reference's share of values at
+      least as far from the atom. Perturbation attacks move many atom features off at once;
+      natural inputs rarely do. Zero when the reference has no atoms (continuous features).
 
-    Each statistic is divided by its own threshold for a false-positive rate of ``fpr / 3`` on
-    the held-out events (:func:`tail_threshold`), so that ``max(resid, maha, atoms) > 1`` spends
-    the budget ``fpr`` in equal thirds (a Bonferroni split: the three tails differ a lot).
+    Calibration is cross-fitted: the reference is split in two halves (alternate events); a model
+    fitted on each half scores the other, and the threshold of each statistic is set on these
+    out-of-sample scores for a false-positive rate of ``fpr / 3`` (:func:`tail_threshold`), so that
+    ``max(resid, maha, atoms) > 1`` spends the budget ``fpr`` in equal thirds (a Bonferroni split:
+    the three tails differ a lot). The model that scores the stream is fitted on the whole
+    reference (its scores are, if anything, smaller than the half-models', so the calibration is
+    conservative).
     """
 
+    tf: Marginals
     center: np.ndarray
     scale: np.ndarray
     basis: np.ndarray  # (d, d): principal axes divided by their floored std
@@ -211,16 +407,21 @@ class SubspaceModel:
     clip: float
     atom_idx: np.ndarray  # features with an atom
     atom_val: np.ndarray
-    atom_w: np.ndarray
+    atom_w: np.ndarray  # (n_atoms, n_levels): contribution at distance level
     atom_near_w: np.ndarray
     atom_delta: np.ndarray
+    atom_levels: np.ndarray  # (n_atoms, n_levels): distance levels (ascending)
     q_atoms: float = 1.0
+    q_near: float = 1.0
+    z_q99: np.ndarray | None = None  # per feature: reference 99% quantile of |standardised value|
 
     @staticmethod
-    def fit(X_fit: np.ndarray, X_cal: np.ndarray, var_kept: float, max_components: int, clip: float,
-            fpr: float = 1e-3, min_variance: float = 0.01) -> SubspaceModel:
-        center, scale = robust_scale(X_fit)
-        Z = standardise(X_fit, center, scale, clip)
+    def _fit_one(X: np.ndarray, var_kept: float, max_components: int, clip: float,
+                 min_variance: float, floor_n: int) -> SubspaceModel:
+        tf = Marginals.fit(X)
+        Xt = tf.apply(X)
+        center, scale = robust_scale(Xt)
+        Z = standardise(Xt, center, scale, clip)
         mu = Z.mean(axis=0)
         _, s, vt = np.linalg.svd(Z - mu, full_matrices=True)
         d = Z.shape[1]
@@ -230,7 +431,8 @@ class SubspaceModel:
         k = int(np.searchsorted(frac, var_kept) + 1)
         k = max(1, min(k, max_components, d - 1 if d > 1 else 1))
         floor = max(min_variance * float(var.mean()), 1e-12)
-        model = SubspaceModel(
+        return SubspaceModel(
+            tf=tf,
             center=center + mu * scale,  # fold the PCA mean into the centre
             scale=scale,
             basis=np.ascontiguousarray(vt.T / np.sqrt(np.maximum(var, floor))),
@@ -238,18 +440,40 @@ class SubspaceModel:
             q_resid=1.0,
             q_maha=1.0,
             clip=clip,
-            **_atoms(X_fit),
+            z_q99=np.quantile(np.abs(Z), 0.99, axis=0),
+            **_atoms(X, floor_n),
         )
-        r, m, a = model.raw(X_cal)
-        model.q_resid = max(tail_threshold(r, fpr / 3), 1e-12)
-        model.q_maha = max(tail_threshold(m, fpr / 3), 1e-12)
-        # the atom statistic is discrete; floor its scale at one typical departure
-        w_med = float(np.median(model.atom_w)) if model.atom_w.size else 1.0
-        model.q_atoms = max(tail_threshold(a, fpr / 3), w_med)
-        return model
 
-    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        Z = standardise(X, self.center, self.scale, self.clip)
+    @staticmethod
+    def fit(X: np.ndarray, var_kept: float, max_components: int, clip: float,
+            fpr: float = 1e-3, min_variance: float = 0.01) -> tuple[SubspaceModel, np.ndarray]:
+        """The model fitted on ``X`` and the cross-fitted held-out ``max`` scores of ``X``'s events."""
+        X = np.asarray(X, dtype=np.float64)
+        floor_n = max(len(X) // 2, 1)  # same probability floors for the half models and the final one
+        model = SubspaceModel._fit_one(X, var_kept, max_components, clip, min_variance, floor_n)
+        raw = [np.empty(len(X)) for _ in range(4)]
+        for a, b in ((0, 1), (1, 0)):
+            half = SubspaceModel._fit_one(X[a::2], var_kept, max_components, clip, min_variance, floor_n)
+            for r, v in zip(raw, half.raw(X[b::2]), strict=True):
+                r[b::2] = v
+        r, m, near, far = raw
+        q = fpr / 4
+        model.q_resid = max(tail_threshold(r, q), 1e-12)
+        model.q_maha = max(tail_threshold(m, q), 1e-12)
+        # the atom statistics are discrete; floor their scales at one typical departure
+        model.q_near = max(tail_threshold(near, q), float(np.median(model.atom_near_w)) if model.atom_idx.size else 1.0)
+        model.q_atoms = max(tail_threshold(far, q), float(np.median(model.atom_w[:, 0])) if model.atom_idx.size else 1.0)
+        held = np.maximum(np.maximum(r / model.q_resid, m / model.q_maha),
+                          np.maximum(near / model.q_near, far / model.q_atoms))
+        return model, held
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Standardised inputs (after the marginal transforms), before rotation."""
+        return standardise(self.tf.apply(X), self.center, self.scale, self.clip)
+
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(resid, maha, atoms_near, atoms_far)`` before division by their thresholds."""
+        Z = self.transform(X)
         T = Z @ self.basis
         T *= T
         d, k = T.shape[1], self.k
@@ -260,26 +484,39 @@ class SubspaceModel:
             dist = np.abs(V - self.atom_val)
             off = (dist > 0) & ~np.isnan(V)
             near = off & (dist <= self.atom_delta)
-            atoms = (off & ~near).astype(np.float64) @ self.atom_w + near.astype(np.float64) @ self.atom_near_w
+            a_near = near.astype(np.float64) @ self.atom_near_w
+            # how many of the reference's distance levels the departure reaches (monotone in it)
+            lvl = (dist[:, :, None] >= self.atom_levels[None, :, :]).sum(axis=2)
+            a_far = np.where(off, self._level_weights(lvl), 0.0).sum(axis=1)
         else:
-            atoms = np.zeros(len(X))
-        return resid, maha, atoms
+            a_near = a_far = np.zeros(len(X))
+        return resid, maha, a_near, a_far
+
+    def _level_weights(self, lvl: np.ndarray) -> np.ndarray:
+        n_lv = self.atom_w.shape[1]
+        flat = self.atom_w.ravel()
+        base = np.arange(self.atom_w.shape[0]) * n_lv
+        return flat[base + np.clip(lvl - 1, 0, n_lv - 1)]
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        r, m, a = self.raw(X)
-        return r / self.q_resid, m / self.q_maha, a / self.q_atoms
+        """``(resid, maha, atoms)`` each divided by its threshold (``atoms``: the larger of the two)."""
+        r, m, near, far = self.raw(X)
+        return r / self.q_resid, m / self.q_maha, np.maximum(near / self.q_near, far / self.q_atoms)
 
     def state(self) -> dict[str, Any]:
         return {
+            "tf": self.tf.state(),
             "center": self.center, "scale": self.scale, "basis": self.basis, "k": self.k,
             "q_resid": self.q_resid, "q_maha": self.q_maha, "clip": self.clip,
             "atom_idx": self.atom_idx, "atom_val": self.atom_val, "atom_w": self.atom_w,
-            "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "q_atoms": self.q_atoms,
+            "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "atom_levels": self.atom_levels,
+            "q_atoms": self.q_atoms, "q_near": self.q_near, "z_q99": self.z_q99,
         }
 
     @staticmethod
     def load(s: dict[str, Any]) -> SubspaceModel:
         return SubspaceModel(
+            tf=Marginals.load(s["tf"]),
             center=np.asarray(s["center"], dtype=np.float64),
             scale=np.asarray(s["scale"], dtype=np.float64),
             basis=np.asarray(s["basis"], dtype=np.float64),
@@ -288,13 +525,25 @@ class SubspaceModel:
             atom_val=np.asarray(s["atom_val"], dtype=np.float64),
             atom_w=np.asarray(s["atom_w"], dtype=np.float64),
             atom_near_w=np.asarray(s["atom_near_w"], dtype=np.float64),
-            atom_delta=np.asarray(s["atom_delta"], dtype=np.float64), q_atoms=float(s["q_atoms"]),
+            atom_delta=np.asarray(s["atom_delta"], dtype=np.float64),
+            atom_levels=np.asarray(s["atom_levels"], dtype=np.float64),
+            q_atoms=float(s["q_atoms"]), q_near=float(s["q_near"]),
+            z_q99=np.asarray(s["z_q99"], dtype=np.float64),
         )
 
 
-def _atoms(X: np.ndarray, min_share: float = 0.5) -> dict[str, np.ndarray]:
-    """Features whose most frequent exact value holds at least ``min_share`` of the reference."""
-    idx, val, w, wn, dl = [], [], [], [], []
+#: distance levels per atom feature for the monotone "at least this far" surprisal
+ATOM_LEVELS = 8
+
+
+def _atoms(X: np.ndarray, floor_n: int, min_share: float = 0.5) -> dict[str, np.ndarray]:
+    """Features whose most frequent exact value holds at least ``min_share`` of the reference.
+
+    Per such feature: the atom, the near band ``delta`` and its surprisal, and ``ATOM_LEVELS``
+    distance levels (quantiles of the off-atom distances) with the surprisal of a value at least
+    that far from the atom, ``-log P(distance >= level)`` (floored at 0.5/n): non-decreasing.
+    """
+    idx, val, wn, dl, lv, wl = [], [], [], [], [], []
     for j in range(X.shape[1]):
         col = X[:, j]
         col = col[~np.isnan(col)]
@@ -306,18 +555,28 @@ def _atoms(X: np.ndarray, min_share: float = 0.5) -> dict[str, np.ndarray]:
             a = float(u[np.argmax(c)])
             idx.append(j)
             val.append(a)
-            w.append(-np.log(1.0 - min(p, 0.999)))
-            off = np.abs(col[col != a] - a)
+            off = np.sort(np.abs(col[col != a] - a))
             delta = 0.5 * float(np.median(off)) if off.size else 0.0
-            q = max(float((off <= delta).sum()) if off.size else 0.0, 0.5) / col.size
+            q = max(float((off <= delta).sum()) / col.size if off.size else 0.0, 0.5 / floor_n)
             dl.append(delta)
             wn.append(-np.log(q))
+            if off.size:
+                levels = np.quantile(off, np.linspace(0.0, 1.0, ATOM_LEVELS))
+                share = np.maximum(np.array([float((off >= x).sum()) for x in levels]) / col.size, 0.5 / floor_n)
+            else:
+                levels = np.full(ATOM_LEVELS, np.inf)
+                share = np.full(ATOM_LEVELS, 0.5 / floor_n)
+            share = np.minimum(share, 1.0 - min(p, 0.999))
+            lv.append(levels)
+            wl.append(-np.log(share))
+    n_lv = ATOM_LEVELS
     return {
         "atom_idx": np.array(idx, dtype=np.int64),
         "atom_val": np.array(val, dtype=np.float64),
-        "atom_w": np.array(w, dtype=np.float64),
+        "atom_w": np.array(wl, dtype=np.float64).reshape(-1, n_lv),
         "atom_near_w": np.array(wn, dtype=np.float64),
         "atom_delta": np.array(dl, dtype=np.float64),
+        "atom_levels": np.array(lv, dtype=np.float64).reshape(-1, n_lv),
     }
 
 

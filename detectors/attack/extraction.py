@@ -138,7 +138,7 @@ class ExtractionDetector(Detector):
     """
 
     name: ClassVar[str] = "extraction"
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -224,9 +224,8 @@ class ExtractionDetector(Detector):
     # ---------------------------------------------------------------------------------------
     def _fit(self) -> None:
         X = self._buf.X
-        self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip)
-        r, m, a = self._model.scores(X[1::2])
-        self.ood_thr = float(np.quantile(np.maximum(np.maximum(r, m), a), self.ood_quantile))
+        self._model, held = SubspaceModel.fit(X, self.var_kept, self.max_components, self.clip)
+        self.ood_thr = float(np.quantile(held, self.ood_quantile))
         self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
 
     def process(self, batch: EventBatch) -> DetectorOutput:
@@ -267,7 +266,7 @@ class ExtractionDetector(Detector):
         ow = oi.gather(A["ood"], ood, lay)
         ood_count = (ow[:, 1:] * oi.valid[:, 1:]).sum(axis=1) + ood
         # PRADA: nearest-neighbour distance to the previous `prada_history` queries
-        Y = (standardise(Xs, mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
+        Y = (standardise(mdl.tf.apply(Xs), mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
         hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
         d2, _ = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
@@ -328,7 +327,7 @@ class ExtractionDetector(Detector):
                 if not np.isfinite(first_ood) and ood_g.any():
                     first_ood = float(ts_g[np.argmax(ood_g)])
                 window_start = first_ood if np.isfinite(first_ood) else first_ts
-                zt = np.abs(standardise(Xs[p:p + 1], mdl.center, mdl.scale, mdl.clip))[0]
+                zt = np.abs(mdl.transform(Xs[p:p + 1]))[0]
                 top = np.argsort(-zt, kind="stable")[:5]
                 expl = {
                     "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))",

@@ -2,10 +2,14 @@
 
 Method
 ------
-The first ``reference_events`` events of a route are the reference period (not scored). They are
-split by parity: even-indexed events fit a robust standardisation (median, IQR) and a whitened
-PCA basis (:class:`~detectors.attack._common.SubspaceModel`); odd-indexed events are held out
-for calibration. Each event gets three statistics:
+**Reference.** The detector learns "normal" from a *caller-capped* reference: the first
+``reference_events`` events of the route in which no caller holds more than ``caller_cap`` of
+the rows (:class:`~detectors.attack._common.CappedReference`; a batch job or a busy partner
+cannot define the manifold). Reference events are not scored.
+
+**Model** (:class:`~detectors.attack._common.SubspaceModel`). Per-feature monotone transforms
+learned on the reference (heavy-tailed amounts, counts, durations and ratios to a log scale), a
+robust standardisation (median, IQR) and a whitened PCA basis. Each event gets three statistics:
 
 * ``resid`` - energy on the minor axes (beyond the ``k`` axes keeping ``var_kept`` of the
   variance), each axis whitened by its (floored) reference variance: how far the input is *off*
@@ -14,15 +18,27 @@ for calibration. Each event gets three statistics:
 * ``maha`` - Mahalanobis distance on the ``k`` major axes: how atypical the input is along
   the directions natural data does vary in;
 * ``atoms`` - surprisal of leaving point masses of the reference (a blank background pixel,
-  a zero amount), larger when the value stays *close* to the atom: the signature of a small
-  perturbation of a natural input.
+  a zero count): a value in the otherwise empty band next to the atom is rare, and a larger
+  departure never scores less than a smaller one.
 
-Each statistic is divided by its own threshold for a false-positive rate of
-``context.event_fpr / 3`` on the held-out events (a peaks-over-threshold fit, see
-:func:`~detectors.attack._common.tail_threshold`), and the event is flagged when the largest
-of the three exceeds 1: the budget is split in equal thirds (Bonferroni), because the three
-tails differ a lot. Nothing is memorised: benign inputs that never occurred in the reference
-score low as long as they lie on the reference manifold.
+**Calibration.** Each statistic is divided by its own threshold for a false-positive rate of
+``context.event_fpr / 3``, set on cross-fitted held-out scores of the reference (two halves, each
+scored by a model fitted on the other) with a generalised-Pareto tail fit (see
+:func:`~detectors.attack._common.tail_threshold`); an event is flagged when the largest of the
+three exceeds 1 (a Bonferroni split of the budget). Nothing is memorised: benign inputs that never
+occurred in the reference score low as long as they lie on the reference manifold.
+
+**Population shifts.** After a covariate drift, many benign events leave the old reference and
+per-event alerts would become a storm that says nothing about any one event. The detector watches
+its own flag rate with a Bernoulli CUSUM (budget ``event_fpr`` against ``shift_factor`` times it),
+in which a caller's flag counts at most once per ``shift_caller_window`` scored events: only flags
+from many distinct callers add up, so one caller flooding out-of-distribution queries (a model
+thief) is not a population shift. When the CUSUM exceeds ``log(shift_arl)`` (``shift_arl``: a
+lower bound on the expected events between false alarms of this test at the budget), the route
+is in a *population shift*: a fresh caller-capped reference is collected from the following
+events, per-event findings in the meantime carry severity ``info`` and say so, and once complete
+the new reference replaces the old one (recorded in state and in every later explanation). All
+counts are in events, decided event by event, so batch boundaries do not matter.
 
 Kind rule (documented for reviewers): a flagged event is ``adversarial`` when the off-manifold
 part dominates (``max(resid, atoms) >= maha``) **and** the input looks otherwise natural - its
@@ -33,11 +49,12 @@ is ``outlier`` (far from the data in every sense: unit errors, garbage, uniform 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.attack._common import SubspaceModel, WarmupBuffer
+from detectors.attack._common import CappedReference, SubspaceModel
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
@@ -51,6 +68,9 @@ from detectors.base import (
 )
 from pipeline.events import EventBatch
 
+#: refreshes remembered in state and explanations
+MAX_REFRESH_HISTORY = 10
+
 
 @register
 class OutlierDetector(Detector):
@@ -61,7 +81,12 @@ class OutlierDetector(Detector):
     context : DetectorContext
         Route, schema, seed and ``event_fpr`` (the per-event false-positive budget).
     reference_events : int, default 2000
-        Length of the reference period (first events of the route; half fit, half calibrate).
+        Size of the reference (caller-capped; cross-fitted calibration on its two halves).
+    caller_cap : float, default 0.02
+        Largest share of the reference one caller may hold.
+    reference_patience : float, default 3.0
+        A reference still short after ``reference_patience * reference_events`` events (very few
+        callers) is completed with the earliest skipped events.
     var_kept : float, default 0.9
         Share of the reference variance the PCA subspace keeps.
     max_components : int, default 32
@@ -71,6 +96,15 @@ class OutlierDetector(Detector):
     margin_quantile : float, default 0.05
         Reference quantile of the answer margin below which an off-subspace event is called
         ``adversarial`` even if it is atypical inside the subspace.
+    refresh : bool, default True
+        Refresh the reference after a population shift (see the module docstring).
+    shift_factor : float, default 10.0
+        Flag rate (as a multiple of ``event_fpr``) the shift CUSUM is tuned to detect.
+    shift_arl : float, default 1e6
+        The CUSUM threshold is ``log(shift_arl)``: at least about ``shift_arl`` events between
+        false shift alarms while the flag rate is at the budget.
+    shift_caller_window : int, default 1000
+        A caller's flags count at most once per this many scored events in the shift CUSUM.
 
     Examples
     --------
@@ -83,26 +117,38 @@ class OutlierDetector(Detector):
     >>> X[2300] += 3.0 * rng.normal(size=8)          # breaks the correlation structure
     >>> ctx = DetectorContext(RouteKey("m", None), FeatureSchema(tuple(f"f{i}" for i in range(8))))
     >>> det = OutlierDetector(ctx)
-    >>> out = det.process(batch_from_arrays(X, client_ids=["c"] * len(X)))
+    >>> out = det.process(batch_from_arrays(X, client_ids=[f"c{i % 100}" for i in range(len(X))]))
     >>> [f.trigger_event_id for f in out.findings], out.findings[0].kind.value
     (['e2300'], 'adversarial')
+    >>> out.findings[0].explanation["summary"].split(":")[0]
+    'input off the reference manifold (off-subspace energy 19.6x its threshold)'
     """
 
     name: ClassVar[str] = "outlier"
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(
         self,
         context: DetectorContext,
         *,
         reference_events: int = 2000,
+        caller_cap: float = 0.02,
+        reference_patience: float = 3.0,
         var_kept: float = 0.9,
         max_components: int = 32,
         clip: float = 1000.0,
         margin_quantile: float = 0.05,
+        refresh: bool = True,
+        shift_factor: float = 10.0,
+        shift_arl: float = 1e6,
+        shift_caller_window: int = 1000,
     ) -> None:
         if reference_events < 50:
             raise ValueError("reference_events must be >= 50")
+        if not 0.0 < caller_cap <= 1.0:
+            raise ValueError("caller_cap must be in (0, 1]")
+        if reference_patience < 1.0:
+            raise ValueError("reference_patience must be >= 1")
         if not 0.0 < var_kept < 1.0:
             raise ValueError("var_kept must be in (0, 1)")
         if max_components < 1:
@@ -113,33 +159,60 @@ class OutlierDetector(Detector):
             raise ValueError("margin_quantile must be in [0, 1)")
         if not 0.0 < context.event_fpr < 1.0:
             raise ValueError("context.event_fpr must be in (0, 1)")
+        if shift_factor <= 1.0 or shift_factor * context.event_fpr >= 1.0:
+            raise ValueError("shift_factor must be > 1 with shift_factor * event_fpr < 1")
+        if shift_arl <= 1.0 or shift_caller_window < 1:
+            raise ValueError("shift_arl must be > 1 and shift_caller_window >= 1")
         super().__init__(
-            context, reference_events=reference_events, var_kept=var_kept,
-            max_components=max_components, clip=clip, margin_quantile=margin_quantile,
+            context, reference_events=reference_events, caller_cap=caller_cap,
+            reference_patience=reference_patience, var_kept=var_kept,
+            max_components=max_components, clip=clip, margin_quantile=margin_quantile, refresh=refresh,
+            shift_factor=shift_factor, shift_arl=shift_arl, shift_caller_window=shift_caller_window,
         )
         self.reference_events = reference_events
+        self.caller_cap = caller_cap
+        self.reference_patience = reference_patience
         self.var_kept = var_kept
         self.max_components = max_components
         self.clip = clip
         self.margin_quantile = margin_quantile
-        self._buf = WarmupBuffer(reference_events, context.schema.n_numeric)
+        self.refresh = refresh
+        self.shift_window = int(shift_caller_window)
+        p0 = context.event_fpr
+        p1 = shift_factor * p0
+        self._llr_flag = math.log(p1 / p0)
+        self._llr_ok = math.log((1.0 - p1) / (1.0 - p0))
+        self.shift_h = math.log(shift_arl)
+        self._coll = self._new_collector()
         self._model: SubspaceModel | None = None
-        self.threshold = float("nan")
+        self.threshold = 1.0  # each statistic is scaled to its share of the budget
         self.margin_low = float("nan")
         self._ref_span: tuple[float, float] = (float("nan"), float("nan"))
         self.n_scored = 0
         self.n_flagged = 0
+        # population-shift monitor
+        self.cusum = 0.0
+        self.n_mon = 0
+        self._last_counted: dict[str, int] = {}
+        self.shift: dict[str, Any] | None = None  # while a new reference is collected
+        self._next: CappedReference | None = None
+        self.refreshes: list[dict[str, Any]] = []
+
+    def _new_collector(self) -> CappedReference:
+        n = self.reference_events
+        return CappedReference(n, self.context.schema.n_numeric, math.ceil(self.caller_cap * n),
+                               int(self.reference_patience * n))
 
     # ---------------------------------------------------------------------------------------
-    def _fit(self) -> None:
-        X = self._buf.X
-        self._model = SubspaceModel.fit(X[0::2], X[1::2], self.var_kept, self.max_components, self.clip,
-                                        fpr=self.context.event_fpr)
-        self.threshold = 1.0  # each statistic is already scaled to its share of the budget
-        mg = self._buf.margin[np.isfinite(self._buf.margin)]
+    def _fit(self, coll: CappedReference) -> None:
+        X, mg, ts = coll.arrays()
+        self._model, _ = SubspaceModel.fit(X, self.var_kept, self.max_components, self.clip,
+                                           fpr=self.context.event_fpr)
+        mg = mg[np.isfinite(mg)]
         self.margin_low = float(np.quantile(mg, self.margin_quantile)) if mg.size else float("nan")
-        self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
-        self._buf.clear()
+        self._ref_span = (float(ts.min()), float(ts.max()))
+        self.cusum = 0.0
+        self._last_counted = {}
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(score, resid, maha, atoms)`` of raw inputs (after the reference period)."""
@@ -148,48 +221,136 @@ class OutlierDetector(Detector):
         r, m, a = self._model.scores(np.asarray(X, dtype=np.float64))
         return np.maximum(np.maximum(r, m), a), r, m, a
 
+    def _monitor(self, batch: EventBatch, start: int, hit: np.ndarray) -> int | None:
+        """Advance the shift CUSUM over rows ``start:``; the offset of an alarm, if any."""
+        n = len(hit)
+        inc = np.full(n, self._llr_ok)
+        last = self._last_counted
+        for i in np.flatnonzero(hit).tolist():
+            cid = batch.client_ids[start + i]
+            at = self.n_mon + i
+            if cid is None:
+                inc[i] = self._llr_flag
+            elif at - last.get(cid, -self.shift_window) >= self.shift_window:
+                last[cid] = at
+                inc[i] = self._llr_flag
+        C = self.cusum + np.cumsum(inc)
+        S = C - np.minimum(np.minimum.accumulate(C), 0.0)
+        over = np.flatnonzero(S > self.shift_h) if self.refresh else np.empty(0, dtype=np.int64)
+        if over.size:
+            t = int(over[0])
+            self.n_mon += t + 1
+            self.cusum = 0.0
+            self._last_counted = {}
+            return t
+        self.cusum = float(S[-1]) if n else self.cusum
+        self.n_mon += n
+        if len(last) > 4096:  # entries older than the window can no longer matter
+            self._last_counted = {c: v for c, v in last.items() if self.n_mon - v < self.shift_window}
+        return None
+
     def process(self, batch: EventBatch) -> DetectorOutput:
         start = 0
         if self._model is None:
-            start = self._buf.add(batch)
-            if not self._buf.full:
+            done = self._coll.add(batch)
+            if done is None:
                 return EMPTY_OUTPUT
-            self._fit()
-        if start >= len(batch):
-            return EMPTY_OUTPUT
-        X = batch.X[start:]
-        s, r, m, a = self.score(X)
-        self.n_scored += len(s)
-        hit = np.flatnonzero(s > self.threshold)
-        if hit.size == 0:
-            return EMPTY_OUTPUT
-        self.n_flagged += int(hit.size)
-        assert self._model is not None
+            self._fit(self._coll)
+            self._coll = self._new_collector()
+            start = done + 1
         findings: list[Finding] = []
         flagged: list[FlaggedEvent] = []
-        Zc = None
+        while start < len(batch):
+            X = batch.X[start:]
+            s, r, m, a = self.score(X)
+            hit = s > self.threshold
+            end = len(batch)
+            alarm = done = None
+            if self.shift is None:
+                alarm = self._monitor(batch, start, hit)
+                if alarm is not None:
+                    end = start + alarm + 1
+            else:
+                assert self._next is not None
+                done = self._next.add(batch, start)
+                if done is not None:
+                    end = done + 1
+            self.n_scored += end - start
+            h = np.flatnonzero(hit[: end - start])
+            if h.size:
+                self._emit(batch, start, h, X, s, r, m, a, findings, flagged)
+            if alarm is not None:
+                k = start + alarm
+                self.shift = {"at_event": batch.event_ids[k], "at_ts": float(batch.ts[k]),
+                              "cusum_threshold": self.shift_h}
+                self._next = self._new_collector()
+            if done is not None:
+                assert self._next is not None and self.shift is not None
+                k = done
+                self._fit(self._next)
+                self.refreshes.append({
+                    "at_event": batch.event_ids[k], "at_ts": float(batch.ts[k]),
+                    "shift_at_event": self.shift["at_event"], "shift_at_ts": self.shift["at_ts"],
+                    "reference_period": list(self._ref_span),
+                    "distinct_callers": self._next.distinct_callers(),
+                })
+                self.refreshes = self.refreshes[-MAX_REFRESH_HISTORY:]
+                self.shift = None
+                self._next = None
+            start = end
+        if not findings:
+            return EMPTY_OUTPUT
+        return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
+
+    def _emit(self, batch: EventBatch, start: int, h: np.ndarray, X: np.ndarray, s: np.ndarray,
+              r: np.ndarray, m: np.ndarray, a: np.ndarray, findings: list[Finding],
+              flagged: list[FlaggedEvent]) -> None:
+        mdl = self._model
+        assert mdl is not None
+        self.n_flagged += int(h.size)
+        Zh = np.abs(mdl.transform(X[h]))
+        names = self.context.schema.numeric
+        q99 = mdl.z_q99 if mdl.z_q99 is not None else np.full(len(names), np.nan)
         margin = batch.margin[start:]
-        for i in hit.tolist():
+        shift = self.shift
+        n_atoms_off = None
+        if mdl.atom_idx.size:
+            V = X[h][:, mdl.atom_idx]
+            n_atoms_off = ((V != mdl.atom_val) & ~np.isnan(V)).sum(axis=1)
+        for q, i in enumerate(h.tolist()):
             k = start + i
             low_margin = bool(np.isfinite(margin[i]) and np.isfinite(self.margin_low)
                               and margin[i] < self.margin_low)
             off = max(r[i], a[i])
             adversarial = bool(off >= m[i] and (m[i] <= 1.0 or low_margin))
             kind = Kind.ADVERSARIAL if adversarial else Kind.OUTLIER
-            if Zc is None:
-                Zc = np.abs((X[hit] - self._model.center) / self._model.scale)
-            row = Zc[int(np.searchsorted(hit, i))]
-            row = np.nan_to_num(row, nan=0.0)
+            row = Zh[q]
             top = np.argsort(-row, kind="stable")[:5]
-            names = self.context.schema.numeric
             ratio = float(s[i] / self.threshold)
-            sev = Severity.CRITICAL if ratio >= 3.0 else Severity.WARNING
-            reason = (
-                f"{kind.value}: off-subspace {r[i]:.2f}, in-subspace {m[i]:.2f}, atoms {a[i]:.2f} "
-                f"(each / its threshold); threshold {self.threshold:.2f}"
+            if shift is not None:
+                sev = Severity.INFO
+            else:
+                sev = Severity.CRITICAL if ratio >= 3.0 else Severity.WARNING
+            stat = max((("off-subspace energy", r[i]), ("in-subspace distance", m[i]),
+                        ("departures from exact reference values", a[i])), key=lambda t: t[1])
+            feats = ", ".join(
+                f"{names[j] if j < len(names) else f'f{j}'} z={row[j]:.1f} (reference p99 {q99[j]:.1f})"
+                for j in top[:3].tolist()
             )
+            summary = (f"input {'off' if kind is Kind.ADVERSARIAL else 'far from'} the reference manifold "
+                       f"({stat[0]} {stat[1]:.1f}x its threshold): {feats}")
+            if stat[0].startswith("departures") and n_atoms_off is not None:
+                summary += f"; {int(n_atoms_off[q])} of {mdl.atom_idx.size} usually-constant features moved"
+            if low_margin:
+                summary += f"; answer margin {margin[i]:.3f} below the reference's {self.margin_quantile:.0%} quantile"
+            if shift is not None:
+                summary += (f"; route in a population shift since event {shift['at_event']} "
+                            f"(reference being refreshed: {self._next.n if self._next else 0}/{self.reference_events})")
+            elif self.refreshes:
+                summary += f"; reference refreshed at event {self.refreshes[-1]['at_event']} after a population shift"
             expl: dict[str, Any] = {
-                "statistic": "max(resid, maha, atoms), each / its held-out threshold at event_fpr/3",
+                "summary": summary,
+                "statistic": "max(resid, maha, atoms), each / its cross-fitted threshold at event_fpr/3",
                 "resid": float(r[i]),
                 "maha": float(m[i]),
                 "atoms": float(a[i]),
@@ -197,12 +358,17 @@ class OutlierDetector(Detector):
                 "margin_low": self.margin_low if np.isfinite(self.margin_low) else None,
                 "kind_rule": "adversarial if max(resid, atoms) >= maha and (maha <= 1 or margin < margin_low)",
                 "top_features": [
-                    {"feature": names[j] if j < len(names) else f"f{j}", "robust_z": float(row[j])}
+                    {"feature": names[j] if j < len(names) else f"f{j}", "robust_z": float(row[j]),
+                     "reference_p99": float(q99[j])}
                     for j in top.tolist()
                 ],
-                "subspace_dim": int(self._model.k),
+                "log_transformed_features": [names[j] for j in mdl.tf.idx.tolist() if j < len(names)],
+                "subspace_dim": int(mdl.k),
                 "reference_events": self.reference_events,
+                "reference_caller_cap": self.caller_cap,
                 "reference_period": list(self._ref_span),
+                "population_shift": dict(shift) if shift is not None else None,
+                "reference_refreshed": dict(self.refreshes[-1]) if self.refreshes else None,
                 "event_fpr": self.context.event_fpr,
                 "config_hash": self.config_hash,
             }
@@ -214,30 +380,44 @@ class OutlierDetector(Detector):
                 raised_at=t, score=float(s[i]), threshold=self.threshold, severity=sev,
                 explanation=expl, client_id=cid, window_start=t, window_end=t, event_ids=(eid,),
             ))
-            flagged.append(FlaggedEvent(eid, self.name, float(s[i]), self.threshold, reason, cid))
-        return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
+            flagged.append(FlaggedEvent(eid, self.name, float(s[i]), self.threshold, summary, cid))
 
     # ---------------------------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         return {
-            "buffer": self._buf.state() if self._model is None else None,
+            "collector": self._coll.state() if self._model is None else None,
             "model": self._model.state() if self._model is not None else None,
-            "threshold": self.threshold,
             "margin_low": self.margin_low,
             "ref_span": list(self._ref_span),
             "n_scored": self.n_scored,
             "n_flagged": self.n_flagged,
+            "cusum": self.cusum,
+            "n_mon": self.n_mon,
+            "last_counted": {"callers": list(self._last_counted),
+                             "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
+            "shift": dict(self.shift) if self.shift is not None else None,
+            "next": self._next.state() if self._next is not None else None,
+            "refreshes": [dict(x) for x in self.refreshes],
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        self._coll = self._new_collector()
         if state["model"] is None:
             self._model = None
-            self._buf.load(state["buffer"])
+            self._coll.load(state["collector"])
         else:
             self._model = SubspaceModel.load(state["model"])
-            self._buf.clear()
-        self.threshold = float(state["threshold"])
         self.margin_low = float(state["margin_low"])
         self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
         self.n_scored = int(state["n_scored"])
         self.n_flagged = int(state["n_flagged"])
+        self.cusum = float(state["cusum"])
+        self.n_mon = int(state["n_mon"])
+        lc = state["last_counted"]
+        self._last_counted = dict(zip(lc["callers"], np.asarray(lc["at"]).tolist(), strict=True))
+        self.shift = dict(state["shift"]) if state["shift"] is not None else None
+        self._next = None
+        if state["next"] is not None:
+            self._next = self._new_collector()
+            self._next.load(state["next"])
+        self.refreshes = [dict(x) for x in state["refreshes"]]
