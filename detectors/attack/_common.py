@@ -278,7 +278,7 @@ def tail_threshold(scores: np.ndarray, fpr: float, tail: float = 0.1) -> float:
     >>> round(tail_threshold(rng.exponential(size=20000), 1e-3), 1)  # exact: ln(1000) = 6.9
     6.9
     >>> round(tail_threshold(rng.pareto(4.0, size=20000), 1e-3), 1)  # exact: 1000**0.25 - 1 = 4.6
-    4.5
+    4.7
     """
     s = np.sort(np.asarray(scores, dtype=np.float64))
     s = s[np.isfinite(s)]
@@ -310,57 +310,69 @@ class Marginals:
     lie 20 robust standard deviations from the median, and a squared-distance statistic is then
     dominated by one ordinary feature. A feature whose reference has a heavy *upper* tail (the
     distance from median to 99th percentile more than ``ratio`` times that from 1st percentile to
-    median) is mapped by ``log(x - m + c)`` above ``m`` and linearly below it (continuous, with the
-    same slope, so values under the reference's range still move away), with ``m`` the reference
-    minimum and ``c`` the larger of the 5% quantile's distance to ``m`` and a quarter of the
-    median's; a heavy *lower* tail is mirrored. Other features (light-tailed, bounded, or sitting
-    on one value most of the time, such as blank pixels) are left as they are. Monotone, so the
-    order of values - and of departures - is kept.
+    median) is mapped to ``log(x + s)``: ``s = 0`` when all its reference values are positive (so
+    products and ratios of features stay exact linear relations, as for log-normal data), else the
+    smallest shift that makes the reference's 5% quantile (or a quarter of its median) positive. Below
+    the reference minimum ``k`` the map continues linearly with the same slope, so values under the
+    reference's range still move away. A heavy *lower* tail is mirrored. Other features (light-tailed,
+    bounded, or sitting on one value most of the time, such as blank pixels) are left as they are.
+    Monotone, so the order of values - and of departures - is kept.
     """
 
     idx: np.ndarray  # transformed features
     sign: np.ndarray  # +1 heavy upper tail, -1 heavy lower tail
-    m: np.ndarray
-    c: np.ndarray
+    shift: np.ndarray  # s (in the tail's direction)
+    knot: np.ndarray  # k (in the tail's direction): linear below
 
     @staticmethod
     def fit(X: np.ndarray, ratio: float = 2.5) -> Marginals:
-        idx, sign, ms, cs = [], [], [], []
+        idx, sign, shifts, knots = [], [], [], []
         for j in range(X.shape[1]):
             col = X[:, j]
             col = col[np.isfinite(col)]
             if col.size < 20:
                 continue
-            lo, q05, q50, q95, hi = np.quantile(col, [0.01, 0.05, 0.5, 0.95, 0.99])
+            lo, q50, hi = np.quantile(col, [0.01, 0.5, 0.99])
             up, down = hi - q50, q50 - lo
-            for sg, a, b, mm, q in ((1.0, up, down, float(col.min()), q05), (-1.0, down, up, float(col.max()), q95)):
+            for sg, a, b in ((1.0, up, down), (-1.0, down, up)):
                 if a > ratio * b and a > 0:
-                    c = max(sg * (q - mm), 0.25 * sg * (q50 - mm))
-                    if c > 0:
-                        idx.append(j)
-                        sign.append(sg)
-                        ms.append(mm)
-                        cs.append(c)
+                    v = sg * col  # the heavy tail points up
+                    k = float(v.min())
+                    q05, m50 = np.quantile(v, [0.05, 0.5])
+                    if k > 0:
+                        sh = 0.0
+                    else:
+                        c = max(float(q05 - k), 0.25 * float(m50 - k))
+                        if c <= 0:
+                            break
+                        sh = c - k
+                    idx.append(j)
+                    sign.append(sg)
+                    shifts.append(sh)
+                    knots.append(k)
                     break
-        return Marginals(np.array(idx, dtype=np.int64), np.array(sign), np.array(ms), np.array(cs))
+        return Marginals(np.array(idx, dtype=np.int64), np.array(sign), np.array(shifts), np.array(knots))
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         if self.idx.size == 0:
             return X
         X = np.array(X, dtype=np.float64, copy=True)
-        V = (X[:, self.idx] - self.m) * self.sign  # distance above the anchor, in the tail's direction
+        V = X[:, self.idx] * self.sign
+        base = self.knot + self.shift  # > 0
         with np.errstate(invalid="ignore"):
-            T = np.where(V > 0, np.log1p(np.maximum(V, 0.0) / self.c), V / self.c)
+            T = np.where(V >= self.knot, np.log(np.maximum(V, self.knot) + self.shift),
+                         np.log(base) + (V - self.knot) / base)
         X[:, self.idx] = T * self.sign
         return X
 
     def state(self) -> dict[str, Any]:
-        return {"idx": self.idx, "sign": self.sign, "m": self.m, "c": self.c}
+        return {"idx": self.idx, "sign": self.sign, "shift": self.shift, "knot": self.knot}
 
     @staticmethod
     def load(s: dict[str, Any]) -> Marginals:
-        return Marginals(np.asarray(s["idx"], dtype=np.int64), np.asarray(s["sign"], dtype=np.float64),
-                         np.asarray(s["m"], dtype=np.float64), np.asarray(s["c"], dtype=np.float64))
+        f = np.float64
+        return Marginals(np.asarray(s["idx"], dtype=np.int64), np.asarray(s["sign"], dtype=f),
+                         np.asarray(s["shift"], dtype=f), np.asarray(s["knot"], dtype=f))
 
 
 @dataclass

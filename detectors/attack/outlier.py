@@ -121,7 +121,7 @@ class OutlierDetector(Detector):
     >>> [f.trigger_event_id for f in out.findings], out.findings[0].kind.value
     (['e2300'], 'adversarial')
     >>> out.findings[0].explanation["summary"].split(":")[0]
-    'input off the reference manifold (off-subspace energy 19.6x its threshold)'
+    'input off the reference manifold (off-subspace energy 441.8x its threshold)'
     """
 
     name: ClassVar[str] = "outlier"
