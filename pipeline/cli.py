@@ -416,9 +416,10 @@ def kafka_status_cmd(port: PortOption = 9092, data_dir: DataDirOption = None) ->
 
 # -- entry point ----------------------------------------------------------------------------
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeline.reference import ReferenceFileError
     from pipeline.replay import ReplayInputError
 
-    return (UserError, ConfigError, ReplayInputError, FileNotFoundError, IsADirectoryError, PermissionError)
+    return (UserError, ConfigError, ReplayInputError, ReferenceFileError, FileNotFoundError, IsADirectoryError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,6 +55,9 @@ class ModelConfig(BaseModel):
     event_fpr: float = Field(1e-3, gt=0, lt=1, description="Per-event false-positive budget of per-event detectors.")
     seed: int = Field(0, description="Seed of every detector's randomness.")
     classes: list[str] | None = Field(None, description="Class names for probabilities sent as arrays.")
+    reference_file: str | None = Field(
+        None, description="Prediction log (JSON Lines, .gz ok) whose events of this model form the drift reference, "
+        "instead of the first events of the stream.")
     detectors: dict[str, DetectorSpec] = Field(default_factory=_default_detectors)
 
 

@@ -32,6 +32,7 @@ from pipeline.config import DEFAULT_DETECTORS, STREAM_DETECTORS, ConfigError, Mo
 from pipeline.decode import DecodeError, class_key, decode_label, decode_prediction
 from pipeline.events import OutcomeBatch, PredictionEvent, RawMessage, RouteKey
 from pipeline.memory import PendingPredictions, RecentIds
+from pipeline.reference import accepts_reference, load_reference
 from pipeline.routing import build_batch, conforms, describe_features, learn_schema
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ class Engine:
                 event_fpr=mc.event_fpr,
                 extra={"classes": mc.classes},
             )
-            out.append(REGISTRY[name](ctx, **mc.detectors[name].params))
+            params = dict(mc.detectors[name].params)
+            if mc.reference_file and "reference" not in params and accepts_reference(REGISTRY[name]):
+                params["reference"] = load_reference(mc.reference_file, route, schema)
+            out.append(REGISTRY[name](ctx, **params))
         return out
 
     # -- processing -----------------------------------------------------------------------
