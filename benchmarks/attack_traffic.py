@@ -311,9 +311,10 @@ def build_stream(ds: Dataset, seed: int, warmup: int = 2000, duration: float = 3
         parts.append((X, ts, names, role, atk if atk is not None else np.full(len(X), role != "benign")))
 
     t0 = float(warmup)
-    # warm-up: 2000 benign events, 60 callers, 1 event/s
+    # warm-up: 2000 benign events, 1 event/s, from 150 callers (enough that the outlier detector's
+    # caller-capped reference - at most 2% per caller - fills within the warm-up)
     add(src.draw(warmup), np.arange(warmup, dtype=float),
-        [f"user-w{i}" for i in rng.integers(0, 60, size=warmup)], "benign")
+        [f"user-w{i}" for i in rng.integers(0, 150, size=warmup)], "benign")
     # ordinary users
     for i in range(40):
         n = int(rng.integers(20, 120))

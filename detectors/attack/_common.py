@@ -391,20 +391,22 @@ class SubspaceModel:
     * ``maha`` - Mahalanobis distance per dimension on the ``k`` *major* axes: how atypical the
       input is along the directions natural data does vary in;
     * ``atoms`` - departures from point masses: a feature whose reference values sit on one exact
-      value (an "atom": a blank background pixel, a zero amount) at least half of the time
-      contributes when the input is off that value. A departure *close* to the atom (within half
-      the median distance of the reference's off-atom values) contributes the surprisal of such a
-      value, ``-log q_near`` (``q_near`` the reference share of such values, floored at 0.5/n);
-      a larger departure contributes at least as much (monotone in the size of the departure):
-      ``max(-log q_near, -log P(distance >= d))`` with ``P`` the reference's share of values at
-      least as far from the atom. Perturbation attacks move many atom features off at once;
-      natural inputs rarely do. Zero when the reference has no atoms (continuous features).
+      value (an "atom": a blank background pixel, a zero count) at least half of the time
+      contributes when the input is off that value, through two sums computed separately:
+      ``near``, the surprisal ``-log q_near`` of a value in the band next to the atom (within half
+      the median distance of the reference's off-atom values; ``q_near`` the reference share of
+      such values) - the signature of a small perturbation of a natural input; and ``far``, the
+      surprisal ``-log share`` of the departure's distance under a histogram of the reference's
+      off-atom distances (16 equal bins up to the farthest, one bin beyond it), so a large
+      departure to a value natural inputs rarely take is scored by how rare it is, not as an
+      ordinary departure. Shares are floored at 0.5 / (half the reference). ``atoms`` is the
+      larger of the two after division by their thresholds. Zero when the reference has no atoms.
 
+    Each of the four statistics (resid, maha, near, far) gets a threshold for a false-positive
+    rate of ``fpr / 4`` (a Bonferroni split of the budget: their tails differ a lot).
     Calibration is cross-fitted: the reference is split in two halves (alternate events); a model
     fitted on each half scores the other, and the threshold of each statistic is set on these
-    out-of-sample scores for a false-positive rate of ``fpr / 3`` (:func:`tail_threshold`), so that
-    ``max(resid, maha, atoms) > 1`` spends the budget ``fpr`` in equal thirds (a Bonferroni split:
-    the three tails differ a lot). The model that scores the stream is fitted on the whole
+    out-of-sample scores (:func:`tail_threshold`). The model that scores the stream is fitted on the whole
     reference (its scores are, if anything, smaller than the half-models', so the calibration is
     conservative).
     """
@@ -419,10 +421,10 @@ class SubspaceModel:
     clip: float
     atom_idx: np.ndarray  # features with an atom
     atom_val: np.ndarray
-    atom_w: np.ndarray  # (n_atoms, n_levels): contribution at distance level
+    atom_w: np.ndarray  # (n_atoms, ATOM_BINS + 1): surprisal per distance bin (last: beyond the reference)
     atom_near_w: np.ndarray
     atom_delta: np.ndarray
-    atom_levels: np.ndarray  # (n_atoms, n_levels): distance levels (ascending)
+    atom_width: np.ndarray  # (n_atoms,): width of the distance bins
     q_atoms: float = 1.0
     q_near: float = 1.0
     z_q99: np.ndarray | None = None  # per feature: reference 99% quantile of |standardised value|
@@ -497,18 +499,20 @@ class SubspaceModel:
             off = (dist > 0) & ~np.isnan(V)
             near = off & (dist <= self.atom_delta)
             a_near = near.astype(np.float64) @ self.atom_near_w
-            # how many of the reference's distance levels the departure reaches (monotone in it)
-            lvl = (dist[:, :, None] >= self.atom_levels[None, :, :]).sum(axis=2)
-            a_far = np.where(off, self._level_weights(lvl), 0.0).sum(axis=1)
+            # surprisal of the departure's distance bin (equal-width bins up to the farthest
+            # reference departure; beyond it, the floor)
+            w = self.atom_width
+            b = np.minimum(dist / w, ATOM_BINS).astype(np.int64)
+            b = np.where(dist > w * ATOM_BINS, ATOM_BINS, np.minimum(b, ATOM_BINS - 1))
+            sur = self.atom_w.ravel()[self._atom_base + b]
+            a_far = np.where(off, sur, 0.0).sum(axis=1)
         else:
             a_near = a_far = np.zeros(len(X))
         return resid, maha, a_near, a_far
 
-    def _level_weights(self, lvl: np.ndarray) -> np.ndarray:
-        n_lv = self.atom_w.shape[1]
-        flat = self.atom_w.ravel()
-        base = np.arange(self.atom_w.shape[0]) * n_lv
-        return flat[base + np.clip(lvl - 1, 0, n_lv - 1)]
+    @property
+    def _atom_base(self) -> np.ndarray:
+        return np.arange(self.atom_w.shape[0], dtype=np.int64) * (ATOM_BINS + 1)
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(resid, maha, atoms)`` each divided by its threshold (``atoms``: the larger of the two)."""
@@ -521,7 +525,7 @@ class SubspaceModel:
             "center": self.center, "scale": self.scale, "basis": self.basis, "k": self.k,
             "q_resid": self.q_resid, "q_maha": self.q_maha, "clip": self.clip,
             "atom_idx": self.atom_idx, "atom_val": self.atom_val, "atom_w": self.atom_w,
-            "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "atom_levels": self.atom_levels,
+            "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "atom_width": self.atom_width,
             "q_atoms": self.q_atoms, "q_near": self.q_near, "z_q99": self.z_q99,
         }
 
@@ -538,24 +542,26 @@ class SubspaceModel:
             atom_w=np.asarray(s["atom_w"], dtype=np.float64),
             atom_near_w=np.asarray(s["atom_near_w"], dtype=np.float64),
             atom_delta=np.asarray(s["atom_delta"], dtype=np.float64),
-            atom_levels=np.asarray(s["atom_levels"], dtype=np.float64),
+            atom_width=np.asarray(s["atom_width"], dtype=np.float64),
             q_atoms=float(s["q_atoms"]), q_near=float(s["q_near"]),
             z_q99=np.asarray(s["z_q99"], dtype=np.float64),
         )
 
 
-#: distance levels per atom feature for the monotone "at least this far" surprisal
-ATOM_LEVELS = 8
+#: equal-width distance bins per atom feature for the departure surprisal
+ATOM_BINS = 16
 
 
 def _atoms(X: np.ndarray, floor_n: int, min_share: float = 0.5) -> dict[str, np.ndarray]:
     """Features whose most frequent exact value holds at least ``min_share`` of the reference.
 
-    Per such feature: the atom, the near band ``delta`` and its surprisal, and ``ATOM_LEVELS``
-    distance levels (quantiles of the off-atom distances) with the surprisal of a value at least
-    that far from the atom, ``-log P(distance >= level)`` (floored at 0.5/n): non-decreasing.
+    Per such feature: the atom; the near band ``delta`` (half the median off-atom distance) and the
+    surprisal of a value in it, ``-log q_near``; and a histogram of the off-atom distances in
+    ``ATOM_BINS`` equal-width bins up to the farthest one, as surprisals ``-log share`` (plus one
+    bin beyond the farthest). Shares are floored at ``0.5 / floor_n``.
     """
-    idx, val, wn, dl, lv, wl = [], [], [], [], [], []
+    idx, val, wn, dl, wd, wb = [], [], [], [], [], []
+    floor = 0.5 / floor_n
     for j in range(X.shape[1]):
         col = X[:, j]
         col = col[~np.isnan(col)]
@@ -567,28 +573,23 @@ def _atoms(X: np.ndarray, floor_n: int, min_share: float = 0.5) -> dict[str, np.
             a = float(u[np.argmax(c)])
             idx.append(j)
             val.append(a)
-            off = np.sort(np.abs(col[col != a] - a))
+            off = np.abs(col[col != a] - a)
             delta = 0.5 * float(np.median(off)) if off.size else 0.0
-            q = max(float((off <= delta).sum()) / col.size if off.size else 0.0, 0.5 / floor_n)
             dl.append(delta)
-            wn.append(-np.log(q))
-            if off.size:
-                levels = np.quantile(off, np.linspace(0.0, 1.0, ATOM_LEVELS))
-                share = np.maximum(np.array([float((off >= x).sum()) for x in levels]) / col.size, 0.5 / floor_n)
-            else:
-                levels = np.full(ATOM_LEVELS, np.inf)
-                share = np.full(ATOM_LEVELS, 0.5 / floor_n)
-            share = np.minimum(share, 1.0 - min(p, 0.999))
-            lv.append(levels)
-            wl.append(-np.log(share))
-    n_lv = ATOM_LEVELS
+            wn.append(-np.log(max(float((off <= delta).sum()) / col.size if off.size else 0.0, floor)))
+            width = float(off.max()) / ATOM_BINS if off.size else 1.0
+            cnt = (np.bincount(np.minimum((off / width).astype(np.int64), ATOM_BINS - 1), minlength=ATOM_BINS)
+                   if off.size else np.zeros(ATOM_BINS))
+            share = np.maximum(np.append(cnt / col.size, 0.0), floor)
+            wd.append(width)
+            wb.append(-np.log(share))
     return {
         "atom_idx": np.array(idx, dtype=np.int64),
         "atom_val": np.array(val, dtype=np.float64),
-        "atom_w": np.array(wl, dtype=np.float64).reshape(-1, n_lv),
+        "atom_w": np.array(wb, dtype=np.float64).reshape(-1, ATOM_BINS + 1),
         "atom_near_w": np.array(wn, dtype=np.float64),
         "atom_delta": np.array(dl, dtype=np.float64),
-        "atom_levels": np.array(lv, dtype=np.float64).reshape(-1, n_lv),
+        "atom_width": np.array(wd, dtype=np.float64),
     }
 
 

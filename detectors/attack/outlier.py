@@ -31,9 +31,12 @@ occurred in the reference score low as long as they lie on the reference manifol
 **Population shifts.** After a covariate drift, many benign events leave the old reference and
 per-event alerts would become a storm that says nothing about any one event. The detector watches
 its own flag rate with a Bernoulli CUSUM (budget ``event_fpr`` against ``shift_factor`` times it),
-in which a caller's flag counts at most once per ``shift_caller_window`` scored events: only flags
-from many distinct callers add up, so one caller flooding out-of-distribution queries (a model
-thief) is not a population shift. When the CUSUM exceeds ``log(shift_arl)`` (``shift_arl``: a
+in which only flags of callers that are part of the current reference count (the population the
+reference describes; at most a few thousand names, kept in state), and each such caller's flag at
+most once per ``shift_caller_window`` scored events: only flags from many distinct established
+callers add up. One caller flooding out-of-distribution queries (a model thief), or attackers
+using fresh accounts, are not a population shift and cannot make the detector forget its
+reference. When the CUSUM exceeds ``log(shift_arl)`` (``shift_arl``: a
 lower bound on the expected events between false alarms of this test at the budget), the route
 is in a *population shift*: a fresh caller-capped reference is collected from the following
 events, per-event findings in the meantime carry severity ``info`` and say so, and once complete
@@ -194,6 +197,7 @@ class OutlierDetector(Detector):
         self.cusum = 0.0
         self.n_mon = 0
         self._last_counted: dict[str, int] = {}
+        self._ref_callers: set[str] = set()
         self.shift: dict[str, Any] | None = None  # while a new reference is collected
         self._next: CappedReference | None = None
         self.refreshes: list[dict[str, Any]] = []
@@ -211,6 +215,7 @@ class OutlierDetector(Detector):
         mg = mg[np.isfinite(mg)]
         self.margin_low = float(np.quantile(mg, self.margin_quantile)) if mg.size else float("nan")
         self._ref_span = (float(ts.min()), float(ts.max()))
+        self._ref_callers = set(coll.counts)
         self.cusum = 0.0
         self._last_counted = {}
 
@@ -226,11 +231,15 @@ class OutlierDetector(Detector):
         n = len(hit)
         inc = np.full(n, self._llr_ok)
         last = self._last_counted
+        known = self._ref_callers
         for i in np.flatnonzero(hit).tolist():
             cid = batch.client_ids[start + i]
             at = self.n_mon + i
             if cid is None:
-                inc[i] = self._llr_flag
+                if not known:  # a stream without callers: every flag counts
+                    inc[i] = self._llr_flag
+            elif cid not in known:
+                continue  # callers the reference did not see are not "the population"
             elif at - last.get(cid, -self.shift_window) >= self.shift_window:
                 last[cid] = at
                 inc[i] = self._llr_flag
@@ -350,7 +359,7 @@ class OutlierDetector(Detector):
                 summary += f"; reference refreshed at event {self.refreshes[-1]['at_event']} after a population shift"
             expl: dict[str, Any] = {
                 "summary": summary,
-                "statistic": "max(resid, maha, atoms), each / its cross-fitted threshold at event_fpr/3",
+                "statistic": "max(resid, maha, atoms), each / its cross-fitted threshold at event_fpr/4 (atoms: near or far)",
                 "resid": float(r[i]),
                 "maha": float(m[i]),
                 "atoms": float(a[i]),
@@ -395,6 +404,7 @@ class OutlierDetector(Detector):
             "n_mon": self.n_mon,
             "last_counted": {"callers": list(self._last_counted),
                              "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
+            "ref_callers": sorted(self._ref_callers),
             "shift": dict(self.shift) if self.shift is not None else None,
             "next": self._next.state() if self._next is not None else None,
             "refreshes": [dict(x) for x in self.refreshes],
@@ -415,6 +425,7 @@ class OutlierDetector(Detector):
         self.n_mon = int(state["n_mon"])
         lc = state["last_counted"]
         self._last_counted = dict(zip(lc["callers"], np.asarray(lc["at"]).tolist(), strict=True))
+        self._ref_callers = set(state["ref_callers"])
         self.shift = dict(state["shift"]) if state["shift"] is not None else None
         self._next = None
         if state["next"] is not None:
