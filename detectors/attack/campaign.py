@@ -376,7 +376,16 @@ class CampaignDetector(Detector):
                 evidence = evidence[: self.max_evidence - 1] + [eid]
             share_low = float(A["camp_lowm"][slot]) / n_camp
             cid = batch.client_ids[row]
+            n_sent = int(n_q0) + k + 1
+            summary = (f"caller sent {c} distinct near-duplicate queries in its last {min(self.Wn, n_sent)} "
+                       f"(alert at {self.T}); {share_low:.0%} of this campaign's {n_camp} near-duplicates "
+                       f"near the decision boundary; nearest earlier query at distance "
+                       f"{float(np.sqrt(dmin2[k] / d)):.3f} (radius {self.radius:.3f}); "
+                       f"{int(n_exact[k])} exact repeats ignored")
+            if alert is not None:
+                summary = f"campaign goes on ({n_camp} near-duplicates so far): " + summary
             expl = {
+                "summary": summary,
                 "statistic": f"distinct near-duplicates among the caller's last {self.Wn} queries",
                 "near_duplicates_in_window": c,
                 "window": self.Wn,
@@ -384,7 +393,7 @@ class CampaignDetector(Detector):
                 "radius": self.radius,
                 "nn_distance": float(np.sqrt(dmin2[k] / d)),
                 "exact_repeats_in_window_ignored": int(n_exact[k]),
-                "caller_queries_so_far": int(n_q0) + k + 1,
+                "caller_queries_so_far": n_sent,
                 "campaign_near_duplicates": n_camp,
                 "low_margin_share": share_low,
                 "margin_low": self.margin_low if np.isfinite(self.margin_low) else None,

@@ -329,7 +329,19 @@ class ExtractionDetector(Detector):
                 window_start = first_ood if np.isfinite(first_ood) else first_ts
                 zt = np.abs(mdl.transform(Xs[p:p + 1]))[0]
                 top = np.argsort(-zt, kind="stable")[:5]
+                wp = wprime[p]
+                n_win = min(self.W, n_q)
+                parts = []
+                if np.isfinite(wp):
+                    verdict = "non-normal" if wp < self.delta else "normal"
+                    cmp = "<" if wp < self.delta else ">="
+                    parts.append(f"PRADA: successive-query distances {verdict} (W'={wp:.2f} {cmp} "
+                                 f"{self.delta}) over {self.W} queries")
+                parts.append(f"{int(ood_count[p])} of its last {n_win} queries out of distribution "
+                             f"(alert at {self.T})")
+                summary = "; ".join(parts) + f"; caller has sent {n_q} queries"
                 expl = {
+                    "summary": summary,
                     "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))",
                     "ood_count": int(ood_count[p]),
                     "ood_threshold": self.T,

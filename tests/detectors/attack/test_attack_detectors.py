@@ -380,3 +380,17 @@ def test_extraction_does_not_flag_benign_callers_after_a_drift() -> None:
     f = run_named(det, s, 2000)
     attackers = {a.client_id for a in s["truth"].attackers}
     assert {x.client_id for x in f} == attackers
+
+
+def test_every_finding_has_a_human_summary(walk_stream: dict, thief_stream: dict) -> None:
+    camp = run(CampaignDetector(ctx()), walk_stream, 500)
+    ext = run(ExtractionDetector(ctx()), thief_stream, 500)
+    out = run(OutlierDetector(ctx()), thief_stream, 500)
+    assert camp and ext and out
+    for f in camp + ext + out:
+        s = f.explanation["summary"]
+        assert isinstance(s, str) and 20 < len(s) < 400, s
+    assert camp[0].explanation["summary"].startswith("caller sent ")
+    assert "near the decision boundary" in camp[0].explanation["summary"]
+    assert "out of distribution" in ext[0].explanation["summary"]
+    assert "reference manifold" in out[0].explanation["summary"] and "z=" in out[0].explanation["summary"]
