@@ -445,6 +445,7 @@ class SubspaceModel:
         k = int(np.searchsorted(frac, var_kept) + 1)
         k = max(1, min(k, max_components, d - 1 if d > 1 else 1))
         floor = max(min_variance * float(var.mean()), 1e-12)
+        at = _atoms(X, floor_n)
         return SubspaceModel(
             tf=tf,
             center=center + mu * scale,  # fold the PCA mean into the centre
@@ -455,7 +456,8 @@ class SubspaceModel:
             q_maha=1.0,
             clip=clip,
             z_q99=np.quantile(np.abs(Z), 0.99, axis=0),
-            **_atoms(X, floor_n),
+            atom_idx=at["atom_idx"], atom_val=at["atom_val"], atom_w=at["atom_w"],
+            atom_near_w=at["atom_near_w"], atom_delta=at["atom_delta"], atom_width=at["atom_width"],
         )
 
     @staticmethod
