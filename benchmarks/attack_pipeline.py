@@ -74,7 +74,6 @@ def evaluate(scenario: str, dataset: str, seed: int, n_events: int) -> dict[str,
     p, alerts, cpu = replay(scenario, dataset, seed, n_events)
     truth = p.truth
     prefix = f"{p.model_name}-{seed}-"
-    pos = {}
     attack_idx: dict[str, set[int]] = {a.client_id: set(a.indices) for a in truth.attackers}
     all_attack = set().union(*attack_idx.values()) if attack_idx else set()
     n = truth.n_events
@@ -134,7 +133,6 @@ def evaluate(scenario: str, dataset: str, seed: int, n_events: int) -> dict[str,
     ev["fp_callers"] = Counter(
         a["client_id"] for a in out if int(a["trigger_event_id"][len(prefix):]) not in all_attack
     ).most_common(3)
-    del pos
     return ev
 
 
