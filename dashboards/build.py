@@ -39,6 +39,9 @@ SUMMARY = (
     "a.explanation::jsonb ->> 'message', left(a.explanation, 200))"
 )
 SEVERITY_RANK = "CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END"
+# Stream- and caller-level alerts first: one attacker's hundreds of per-event alerts must not push a
+# drift or a campaign alert out of a reviewer's table.
+SCOPE_RANK = "CASE WHEN a.kind IN ('adversarial', 'outlier') THEN 1 ELSE 0 END"
 EVIDENCE_COUNT = (
     "CASE WHEN jsonb_typeof(a.event_ids::jsonb) = 'array' "
     "THEN jsonb_array_length(a.event_ids::jsonb) ELSE 0 END"
@@ -459,7 +462,7 @@ SELECT
 FROM alerts a
 WHERE {ALERT_FILTER}
   AND a.status IN ('open', 'acknowledged')
-ORDER BY {SEVERITY_RANK}, a.raised_ts DESC
+ORDER BY {SCOPE_RANK}, {SEVERITY_RANK}, a.raised_ts DESC
 LIMIT 500"""
     all_alerts = f"""
 SELECT
@@ -587,7 +590,7 @@ LEFT JOIN flagged_events f ON f.run = a.run AND f.event_id = e.event_id
 WHERE a.run = '$run' AND a.kind IN ({_sql_list(CALLER_KINDS)}) AND a.model IN ($model)
   AND a.status IN ($status) AND $__unixEpochFilter(a.raised_ts)
 GROUP BY a.run, a.alert_id
-ORDER BY {SEVERITY_RANK}, a.raised_ts DESC
+ORDER BY {SCOPE_RANK}, {SEVERITY_RANK}, a.raised_ts DESC
 LIMIT 200"""
     campaign_evidence = f"""
 SELECT

@@ -65,7 +65,7 @@ def test_key_panels_show_the_injected_drift_and_attackers(replayed: tuple[Engine
     for attacker in truth.attacker_ids:  # type: ignore[attr-defined]
         assert attacker in text
     campaigns = _panel(engine, "infersentry-triage", "Attack campaigns and extraction, per caller", run, truth)
-    assert {str(r.get("client") or r.get("client_id")) for r in campaigns} >= set(truth.attacker_ids)  # type: ignore[attr-defined]
+    assert {str(r["caller"]) for r in campaigns} >= set(truth.attacker_ids)  # type: ignore[attr-defined]
 
 
 def test_drift_dashboard_plots_the_detectors_windows(replayed: tuple[Engine, str, object]) -> None:
