@@ -428,6 +428,8 @@ class SubspaceModel:
     q_atoms: float = 1.0
     q_near: float = 1.0
     z_q99: np.ndarray | None = None  # per feature: reference 99% quantile of |standardised value|
+    mask_w: np.ndarray | None = None  # (n_atoms + 1, n_atoms): auto-logistic weights of the departure pattern
+    q_mask: float = 1.0
 
     @staticmethod
     def _fit_one(X: np.ndarray, var_kept: float, max_components: int, clip: float,
@@ -446,6 +448,7 @@ class SubspaceModel:
         k = max(1, min(k, max_components, d - 1 if d > 1 else 1))
         floor = max(min_variance * float(var.mean()), 1e-12)
         at = _atoms(X, floor_n)
+        B = _departures(X, at["atom_idx"], at["atom_val"])
         return SubspaceModel(
             tf=tf,
             center=center + mu * scale,  # fold the PCA mean into the centre
@@ -458,6 +461,7 @@ class SubspaceModel:
             z_q99=np.quantile(np.abs(Z), 0.99, axis=0),
             atom_idx=at["atom_idx"], atom_val=at["atom_val"], atom_w=at["atom_w"],
             atom_near_w=at["atom_near_w"], atom_delta=at["atom_delta"], atom_width=at["atom_width"],
+            mask_w=fit_autologistic(B),
         )
 
     @staticmethod
@@ -467,28 +471,30 @@ class SubspaceModel:
         X = np.asarray(X, dtype=np.float64)
         floor_n = max(len(X) // 2, 1)  # same probability floors for the half models and the final one
         model = SubspaceModel._fit_one(X, var_kept, max_components, clip, min_variance, floor_n)
-        raw = [np.empty(len(X)) for _ in range(4)]
+        raw = [np.empty(len(X)) for _ in range(N_STATS)]
         for a, b in ((0, 1), (1, 0)):
             half = SubspaceModel._fit_one(X[a::2], var_kept, max_components, clip, min_variance, floor_n)
             for r, v in zip(raw, half.raw(X[b::2]), strict=True):
                 r[b::2] = v
-        r, m, near, far = raw
-        q = fpr / 4
+        r, m, near, far, mask = raw
+        q = fpr / N_STATS
         model.q_resid = max(tail_threshold(r, q), 1e-12)
         model.q_maha = max(tail_threshold(m, q), 1e-12)
         # the atom statistics are discrete; floor their scales at one typical departure
         model.q_near = max(tail_threshold(near, q), float(np.median(model.atom_near_w)) if model.atom_idx.size else 1.0)
         model.q_atoms = max(tail_threshold(far, q), float(np.median(model.atom_w[:, 0])) if model.atom_idx.size else 1.0)
+        # the departure pattern's surprisal is discrete too: floor at one unlikely departure (log 20)
+        model.q_mask = max(tail_threshold(mask, q), float(np.log(20.0))) if model.atom_idx.size else 1.0
         held = np.maximum(np.maximum(r / model.q_resid, m / model.q_maha),
-                          np.maximum(near / model.q_near, far / model.q_atoms))
+                          np.maximum(np.maximum(near / model.q_near, far / model.q_atoms), mask / model.q_mask))
         return model, held
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Standardised inputs (after the marginal transforms), before rotation."""
         return standardise(self.tf.apply(X), self.center, self.scale, self.clip)
 
-    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(resid, maha, atoms_near, atoms_far)`` before division by their thresholds."""
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(resid, maha, atoms_near, atoms_far, pattern)`` before division by their thresholds."""
         Z = self.transform(X)
         T = Z @ self.basis
         T *= T
@@ -508,18 +514,21 @@ class SubspaceModel:
             b = np.where(dist > w * ATOM_BINS, ATOM_BINS, np.minimum(b, ATOM_BINS - 1))
             sur = self.atom_w.ravel()[self._atom_base + b]
             a_far = np.where(off, sur, 0.0).sum(axis=1)
+            pattern = autologistic_surprisal(off, self.mask_w)
         else:
-            a_near = a_far = np.zeros(len(X))
-        return resid, maha, a_near, a_far
+            a_near = a_far = pattern = np.zeros(len(X))
+        return resid, maha, a_near, a_far, pattern
 
     @property
     def _atom_base(self) -> np.ndarray:
         return np.arange(self.atom_w.shape[0], dtype=np.int64) * (ATOM_BINS + 1)
 
     def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(resid, maha, atoms)`` each divided by its threshold (``atoms``: the larger of the two)."""
-        r, m, near, far = self.raw(X)
-        return r / self.q_resid, m / self.q_maha, np.maximum(near / self.q_near, far / self.q_atoms)
+        """``(resid, maha, atoms)`` each divided by its threshold (``atoms``: the largest of near, far
+        and pattern)."""
+        r, m, near, far, pat = self.raw(X)
+        return (r / self.q_resid, m / self.q_maha,
+                np.maximum(np.maximum(near / self.q_near, far / self.q_atoms), pat / self.q_mask))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -529,6 +538,7 @@ class SubspaceModel:
             "atom_idx": self.atom_idx, "atom_val": self.atom_val, "atom_w": self.atom_w,
             "atom_near_w": self.atom_near_w, "atom_delta": self.atom_delta, "atom_width": self.atom_width,
             "q_atoms": self.q_atoms, "q_near": self.q_near, "z_q99": self.z_q99,
+            "mask_w": self.mask_w, "q_mask": self.q_mask,
         }
 
     @staticmethod
@@ -547,11 +557,62 @@ class SubspaceModel:
             atom_width=np.asarray(s["atom_width"], dtype=np.float64),
             q_atoms=float(s["q_atoms"]), q_near=float(s["q_near"]),
             z_q99=np.asarray(s["z_q99"], dtype=np.float64),
+            mask_w=np.asarray(s["mask_w"], dtype=np.float64), q_mask=float(s["q_mask"]),
         )
 
 
 #: equal-width distance bins per atom feature for the departure surprisal
 ATOM_BINS = 16
+#: statistics that share the per-event budget (resid, maha, near, far, pattern)
+N_STATS = 5
+
+
+def _departures(X: np.ndarray, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Boolean ``(n, n_atoms)``: which atom features an input has moved off their atom (NaN = not)."""
+    V = X[:, idx]
+    return (V != val) & ~np.isnan(V)
+
+
+def fit_autologistic(B: np.ndarray, lam: float = 3.0, iters: int = 8) -> np.ndarray:
+    """Weights of an auto-logistic (dependency-network) model of a binary departure pattern.
+
+    For every atom feature ``j`` an L2-penalised logistic regression predicts "off its atom" from
+    which of the *other* atom features are off theirs (Newton steps, penalty ``lam`` on the slopes).
+    Returns ``W`` of shape ``(m + 1, m)``: column ``j`` holds the slopes (``W[j, j] = 0``) and the
+    intercept in the last row. Natural departures come in patterns (a stroke inks neighbouring
+    pixels, related counts move together); a perturbation that lifts many scattered atoms at once
+    is improbable under every conditional, whatever its size.
+    """
+    B = np.asarray(B, dtype=np.float64)
+    n, m = B.shape
+    W = np.zeros((m + 1, m))
+    if m == 0 or n == 0:
+        return W
+    A = np.hstack([B, np.ones((n, 1))])
+    for j in range(m):
+        keep = np.ones(m + 1, dtype=bool)
+        keep[j] = False
+        Aj = A[:, keep]
+        pen = np.full(m, lam)
+        pen[-1] = 1e-6  # the intercept is (almost) not penalised
+        w = np.zeros(m)
+        y = B[:, j]
+        for _ in range(iters):
+            p = 1.0 / (1.0 + np.exp(-np.clip(Aj @ w, -30.0, 30.0)))
+            g = Aj.T @ (p - y) + pen * w
+            H = (Aj * (p * (1.0 - p) + 1e-9)[:, None]).T @ Aj + np.diag(pen)
+            w = w - np.linalg.solve(H, g)
+        W[keep, j] = w
+    return W
+
+
+def autologistic_surprisal(off: np.ndarray, W: np.ndarray | None) -> np.ndarray:
+    """Pseudo-likelihood surprisal ``sum_j -log P(off_j | off_-j)`` of departure patterns."""
+    if W is None or off.shape[1] == 0:
+        return np.zeros(off.shape[0])
+    B = off.astype(np.float64)
+    L = B @ W[:-1] + W[-1]
+    return np.logaddexp(0.0, np.where(off, -L, L)).sum(axis=1)  # type: ignore[no-any-return]
 
 
 def _atoms(X: np.ndarray, floor_n: int, min_share: float = 0.5) -> dict[str, np.ndarray]:

@@ -138,7 +138,7 @@ class ExtractionDetector(Detector):
     """
 
     name: ClassVar[str] = "extraction"
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(
         self,

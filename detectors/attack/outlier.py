@@ -52,7 +52,9 @@ is ``outlier`` (far from the data in every sense: unit errors, garbage, uniform 
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import numpy as np
@@ -108,6 +110,13 @@ class OutlierDetector(Detector):
         false shift alarms while the flag rate is at the budget.
     shift_caller_window : int, default 1000
         A caller's flags count at most once per this many scored events in the shift CUSUM.
+    repeat_horizon : float, default 86400.0
+        Seconds of event time: an exact repeat (same numeric input, same caller) of an input
+        already flagged for that caller, seen again within this time of its previous sighting,
+        raises no new per-event alert (a canary or a retrying client; counted in state).
+    max_repeat_keys : int, default 100000
+        Flagged (caller, input) pairs remembered for repeat suppression (least recently seen
+        forgotten first).
 
     Examples
     --------
@@ -124,11 +133,11 @@ class OutlierDetector(Detector):
     >>> [f.trigger_event_id for f in out.findings], out.findings[0].kind.value
     (['e2300'], 'adversarial')
     >>> out.findings[0].explanation["summary"].split(":")[0]
-    'input off the reference manifold (off-subspace energy 441.8x its threshold)'
+    'input off the reference manifold (off-subspace energy 431.5x its threshold)'
     """
 
     name: ClassVar[str] = "outlier"
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -145,6 +154,8 @@ class OutlierDetector(Detector):
         shift_factor: float = 10.0,
         shift_arl: float = 1e6,
         shift_caller_window: int = 1000,
+        repeat_horizon: float = 86400.0,
+        max_repeat_keys: int = 100_000,
     ) -> None:
         if reference_events < 50:
             raise ValueError("reference_events must be >= 50")
@@ -166,12 +177,20 @@ class OutlierDetector(Detector):
             raise ValueError("shift_factor must be > 1 with shift_factor * event_fpr < 1")
         if shift_arl <= 1.0 or shift_caller_window < 1:
             raise ValueError("shift_arl must be > 1 and shift_caller_window >= 1")
+        if repeat_horizon < 0 or max_repeat_keys < 1:
+            raise ValueError("repeat_horizon must be >= 0 and max_repeat_keys >= 1")
         super().__init__(
             context, reference_events=reference_events, caller_cap=caller_cap,
             reference_patience=reference_patience, var_kept=var_kept,
             max_components=max_components, clip=clip, margin_quantile=margin_quantile, refresh=refresh,
             shift_factor=shift_factor, shift_arl=shift_arl, shift_caller_window=shift_caller_window,
+            repeat_horizon=repeat_horizon, max_repeat_keys=max_repeat_keys,
         )
+        self.repeat_horizon = float(repeat_horizon)
+        self.max_repeat_keys = int(max_repeat_keys)
+        # flagged (caller, input) -> [last seen ts, repeats suppressed, first alert's event id]
+        self._repeats: OrderedDict[str, list[Any]] = OrderedDict()
+        self.n_suppressed = 0
         self.reference_events = reference_events
         self.caller_cap = caller_cap
         self.reference_patience = reference_patience
@@ -258,6 +277,47 @@ class OutlierDetector(Detector):
             self._last_counted = {c: v for c, v in last.items() if self.n_mon - v < self.shift_window}
         return None
 
+    def _repeat_key(self, batch: EventBatch, k: int) -> str:
+        cid = batch.client_ids[k]
+        h = hashlib.blake2b(np.ascontiguousarray(batch.X[k], dtype=np.float64).tobytes(), digest_size=8)
+        return f"{'' if cid is None else cid}\x00{h.hexdigest()}"
+
+    def _repeat_pass(self, batch: EventBatch, start: int, rows: np.ndarray, commit: bool) -> np.ndarray:
+        """Which of the flagged rows ``start + rows`` (in stream order) are exact repeats of an
+        input already flagged for the same caller and last seen within ``repeat_horizon``.
+
+        Decided event by event (batch-invariant). With ``commit`` the memory is updated (a new
+        flagged input is remembered, a repeat renews its sighting and is counted), else the
+        decisions are only computed (an overlay keeps later rows of the batch consistent).
+        """
+        mem = self._repeats
+        overlay: dict[str, float] = {}
+        out = np.zeros(len(rows), dtype=bool)
+        for q, i in enumerate(rows.tolist()):
+            k = start + i
+            key = self._repeat_key(batch, k)
+            t = float(batch.ts[k])
+            last = overlay.get(key)
+            if last is None and key in mem:
+                last = float(mem[key][0])
+            rep = last is not None and t - last <= self.repeat_horizon
+            out[q] = rep
+            if not commit:
+                overlay[key] = t
+                continue
+            if rep:
+                e = mem[key]
+                e[0] = t
+                e[1] += 1
+                mem.move_to_end(key)
+                self.n_suppressed += 1
+            else:
+                mem[key] = [t, 0, batch.event_ids[k]]
+                mem.move_to_end(key)
+                while len(mem) > self.max_repeat_keys:
+                    mem.popitem(last=False)
+        return out
+
     def process(self, batch: EventBatch) -> DetectorOutput:
         start = 0
         if self._model is None:
@@ -272,7 +332,10 @@ class OutlierDetector(Detector):
         while start < len(batch):
             X = batch.X[start:]
             s, r, m, a = self.score(X)
+            raw_hit = np.flatnonzero(s > self.threshold)
             hit = s > self.threshold
+            if raw_hit.size:
+                hit[raw_hit[self._repeat_pass(batch, start, raw_hit, commit=False)]] = False
             end = len(batch)
             alarm = done = None
             if self.shift is None:
@@ -285,6 +348,8 @@ class OutlierDetector(Detector):
                 if done is not None:
                     end = done + 1
             self.n_scored += end - start
+            if raw_hit.size:
+                self._repeat_pass(batch, start, raw_hit[raw_hit < end - start], commit=True)
             h = np.flatnonzero(hit[: end - start])
             if h.size:
                 self._emit(batch, start, h, X, s, r, m, a, findings, flagged)
@@ -408,6 +473,11 @@ class OutlierDetector(Detector):
             "shift": dict(self.shift) if self.shift is not None else None,
             "next": self._next.state() if self._next is not None else None,
             "refreshes": [dict(x) for x in self.refreshes],
+            "repeats": {"keys": list(self._repeats),
+                        "last_ts": np.array([v[0] for v in self._repeats.values()], dtype=np.float64),
+                        "suppressed": np.array([v[1] for v in self._repeats.values()], dtype=np.int64),
+                        "first_event": [v[2] for v in self._repeats.values()]},
+            "n_suppressed": self.n_suppressed,
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -432,3 +502,10 @@ class OutlierDetector(Detector):
             self._next = self._new_collector()
             self._next.load(state["next"])
         self.refreshes = [dict(x) for x in state["refreshes"]]
+        rp = state["repeats"]
+        self._repeats = OrderedDict(
+            (k, [float(t), int(c), e]) for k, t, c, e in zip(
+                rp["keys"], np.asarray(rp["last_ts"]).tolist(), np.asarray(rp["suppressed"]).tolist(),
+                rp["first_event"], strict=True)
+        )
+        self.n_suppressed = int(state["n_suppressed"])

@@ -394,3 +394,61 @@ def test_every_finding_has_a_human_summary(walk_stream: dict, thief_stream: dict
     assert "near the decision boundary" in camp[0].explanation["summary"]
     assert "out of distribution" in ext[0].explanation["summary"]
     assert "reference manifold" in out[0].explanation["summary"] and "z=" in out[0].explanation["summary"]
+
+
+# ------------------------------------------------------------------------------------------------
+# repeat suppression: a canary or a retrying client re-sending one atypical input
+# ------------------------------------------------------------------------------------------------
+
+
+def canary_stream(seed: int = 21, n_benign: int = 6000, day: float = 86400.0) -> dict:
+    """Benign callers over one day of event time plus an all-zeros health check every 30 s."""
+    rng = np.random.default_rng(seed)
+    Xb = natural(rng, n_benign)
+    tb = np.concatenate([np.arange(2000, dtype=float), np.sort(rng.uniform(2000, day, n_benign - 2000))])
+    cb = [f"user-{i}" for i in rng.integers(0, 120, n_benign)]
+    nc = int(day // 30)
+    Xc = np.zeros((nc, D))
+    tc = 2000.5 + 30.0 * np.arange(nc)
+    X = np.vstack([Xb, Xc])
+    t = np.concatenate([tb, tc])
+    cl = cb + ["canary"] * nc
+    o = np.argsort(t, kind="stable")
+    return {"X": X[o], "ts": t[o], "clients": [cl[i] for i in o], "P": proba(X[o])}
+
+
+def test_outlier_suppresses_exact_repeats_of_a_flagged_input() -> None:
+    s = canary_stream()
+    det = OutlierDetector(ctx())
+    f = run(det, s, 500)
+    canary = [x for x in f if x.client_id == "canary"]
+    assert len(canary) == 1  # one alert for a day of an off-manifold canary every 30 s
+    n_canary = sum(1 for c in s["clients"] if c == "canary")
+    assert det.n_suppressed >= n_canary - 1 - 5
+    assert det.refreshes == []
+    # the same input from another caller is that caller's first: it is flagged
+    X2 = np.zeros((1, D))
+    out = det.process(batch_from_arrays(X2, ts=np.array([90000.0]), client_ids=["other"],
+                                        probabilities=proba(X2), start_index=10**6))
+    assert [x.client_id for x in out.findings] == ["other"]
+    # after a silence longer than the horizon, the canary is flagged again
+    out = det.process(batch_from_arrays(X2, ts=np.array([90000.0 + 2 * 86400.0]), client_ids=["canary"],
+                                        probabilities=proba(X2), start_index=10**6 + 1))
+    assert [x.client_id for x in out.findings] == ["canary"]
+    # batch invariance and a snapshot mid-stream
+    assert key(run(OutlierDetector(ctx()), s, 7)) == key(f)
+    det2 = OutlierDetector(ctx())
+    cut = len(s["X"]) // 2
+    part1 = run(det2, s, 500, 0, cut)
+    fresh = OutlierDetector(ctx())
+    fresh.load_state_dict(det2.state_dict())
+    assert key(part1 + run(fresh, s, 500, cut)) == key(f)
+    assert fresh.n_suppressed == det.n_suppressed - 0  # the second half's suppressions add up
+
+
+def test_outlier_repeat_memory_is_bounded() -> None:
+    s = shifted_stream(seed=5, flood=True)
+    det = OutlierDetector(ctx(), max_repeat_keys=100)
+    f = run(det, s, 500)
+    assert len(det._repeats) <= 100
+    assert len([x for x in f if x.client_id == "thief"]) >= 850  # distinct inputs are never suppressed
