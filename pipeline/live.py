@@ -71,7 +71,7 @@ def run_live(
     metrics: RunMetrics | None = None,
 ) -> RunTotals:
     """Consume until stopped (or idle for ``until_idle`` seconds); returns the totals."""
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()  # (a StopFlag is falsy until set)
     source_desc = f"kafka://{settings.bootstrap_servers}/{predictions_topic}" + (f"+{labels_topic}" if labels_topic else "")
     pipeline = Pipeline(store, config, run, "live", source_desc)
     source = KafkaSource(settings, group_id=group, predictions_topic=predictions_topic, labels_topic=labels_topic,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -123,3 +124,42 @@ def test_two_consumers_split_partitions_exactly_once(kafka_broker: str, unique_n
                            .group_by(flagged_events.c.event_id, flagged_events.c.detector)
                            .having(func.count() > 1)).all()
     assert dup == []
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(kafka_broker: str, unique_name: str,
+                                                              tmp_path: object) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pred, lab = f"p-{unique_name}", f"l-{unique_name}"
+    simulate(settings(kafka_broker), predictions_topic=pred, labels_topic=lab, n_events=4000, seed=8, partitions=2)
+    db = f"sqlite:///{tmp_path}/live.db"
+    log = Path(str(tmp_path)) / "run.log"
+    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would block the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", "--bootstrap", kafka_broker, "--topic", pred,
+             "--labels-topic", lab, "--group", f"g-{unique_name}", "--db", db],
+            stdout=sink, stderr=subprocess.STDOUT, text=True, env={**os.environ, "INFERSENTRY_LOG_LEVEL": "WARNING"})
+    store = Store(make_engine(db))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the consumer has written its first batches
+        time.sleep(0.5)
+        if count(store, alerts, "live") or checkpoint_rows(store, "live"):
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-2000:]
+    assert "stopped:" in output
+    cps = checkpoint_rows(store, "live")
+    assert cps and sum(c["events"] for c in cps.values()) > 0
+    assert store.run_row("live")["status"] == "stopped"  # type: ignore[index]
+    # a restart picks up exactly where the snapshot left off: together, every event once
+    rest = run_live(store, MonitorConfig(), settings(kafka_broker), run="live", group=f"g-{unique_name}",
+                    predictions_topic=pred, labels_topic=lab, until_idle=3.0)
+    assert sum(c["events"] for c in checkpoint_rows(store, "live").values()) == 4000
+    assert rest.events == 4000 - sum(c["events"] for c in cps.values())
