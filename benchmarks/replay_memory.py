@@ -45,6 +45,8 @@ def main() -> None:
         events = totals.events  # type: ignore[attr-defined]
         samples.append((events, proc.memory_info().rss / 2**20))
 
+    for leftover in work.glob("bench.db*"):  # always a fresh database: a finished run would be skipped
+        leftover.unlink()
     store = Store(make_engine(f"sqlite:///{work}/bench.db"))
     t0 = time.monotonic()
     summary = replay_file(store, MonitorConfig(), preds, labels, run="memory", on_batch=on_batch)
