@@ -137,7 +137,7 @@ def demo(
     from pipeline.demo import run_demo
     from pipeline.timefmt import format_ts
 
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(f"generating {events:,} prediction logs (benign callers, batch jobs, retries, a canary, "
               f"one covariate drift, a black-box attacker, a model thief) into {workdir}/ ...")
     store = _store(db)
@@ -156,27 +156,42 @@ def demo(
     truth = report.truth
     for cp in truth.change_points:
         out.print(f"\n[bold]drift[/bold] injected at event {cp.index:,} ({format_ts(cp.ts)}): {cp.description}")
-    for a in report.drift_alerts[:3]:
-        out.print(f"  found: drift alert raised at {a['raised_at']} (score {a['score']:.3g} > threshold "
-                  f"{a['threshold']:.3g})" if a["threshold"] is not None else f"  found: drift alert at {a['raised_at']}")
-    if not report.drift_alerts:
-        out.print("  [red]no drift alert[/red]")
+        for a in report.drift_alerts[:3]:
+            delay = report.events_between(cp.ts, a["raised_ts"])
+            out.print(f"  [green]found[/green]: {a['kind']} alert at {a['raised_at']}, {delay:,} events after the "
+                      f"change: {_summary(a)}")
+        if not report.drift_alerts:
+            out.print("  [red]no drift alert[/red]")
     out.print("\n[bold]attackers[/bold] in the stream:")
-    flagged = {a["client_id"]: a for a in report.caller_alerts}
     for at in truth.attackers:
-        hit = flagged.get(at.client_id)
-        out.print(f"  {at.client_id} ({at.kind}, {at.n_queries} queries from {format_ts(at.first_ts)}): "
-                  + (f"[green]caught[/green] as {hit['kind']} at {hit['raised_at']}" if hit else "[red]missed[/red]"))
+        hits = sorted((a for a in report.caller_alerts if a["client_id"] == at.client_id), key=lambda a: a["raised_ts"])
+        line = f"  {at.client_id} ({at.kind}, {at.n_queries} queries from {format_ts(at.first_ts)}): "
+        if hits:
+            first = hits[0]
+            queries = sum(1 for i in at.indices if report.prediction_ts[i] <= first["raised_ts"]) if at.indices else 0
+            kinds = ", ".join(sorted({h["kind"] for h in hits}))
+            line += f"[green]caught[/green] ({kinds}) after {queries} of its queries: {_summary(first)}"
+        else:
+            line += "[red]missed[/red]"
+        out.print(line)
     benign = report.flagged_benign_callers
     out.print(f"benign callers flagged: {len(benign)} of {len(truth.benign_client_ids)}"
               + (f" ({', '.join(sorted(benign)[:5])})" if benign else ""))
-    per_event = sum(1 for a in report.alerts if a["kind"] in ("adversarial", "outlier"))
-    out.print(f"per-event alerts (adversarial/outlier): {per_event}")
+    per_event = [a for a in report.alerts if a["kind"] in ("adversarial", "outlier")]
+    on_attackers = sum(1 for a in per_event if a["client_id"] in truth.attacker_ids)
+    out.print(f"per-event alerts (adversarial/outlier): {len(per_event):,}, {on_attackers:,} of them on the attackers' "
+              "queries")
     db_url = resolve_db_url(db)
     out.print("\n[bold]where to look next[/bold]")
     out.print(f"  infersentry alerts list --run {report.summary.run}" + (f" --db {db_url}" if db else ""))
     out.print(f"  infersentry alerts export --run {report.summary.run} --out alerts.jsonl")
     out.print("  docker compose up   # Kafka, PostgreSQL, Grafana dashboards at http://localhost:3000")
+
+
+def _summary(alert: dict[str, Any]) -> str:
+    import orjson
+
+    return str(orjson.loads(alert["explanation"]).get("summary", ""))[:160]
 
 
 # -- alerts ---------------------------------------------------------------------------------
@@ -212,7 +227,6 @@ def alerts_list(
     db: DbOption = None,
 ) -> None:
     """A readable table of alerts."""
-    import orjson
 
     store = _store(db)
     if run is not None and not store.run_exists(run):
@@ -223,8 +237,7 @@ def alerts_list(
     for col in ("raised_at", "kind", "severity", "model", "client", "score", "threshold", "status", "summary", "alert_id"):
         table.add_column(col, overflow="fold")
     for a in rows[-limit:]:
-        expl = orjson.loads(a["explanation"])
-        summary = str(expl.get("summary", ""))[:80]
+        summary = _summary(a)[:80]
         table.add_row(a["raised_at"], a["kind"], a["severity"], f"{a['model']}@{a['model_version'] or '-'}",
                       a["client_id"] or "", f"{a['score']:.4g}",
                       "" if a["threshold"] is None else f"{a['threshold']:.4g}", a["status"], summary,

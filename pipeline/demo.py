@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ class DemoReport:
     predictions_path: Path
     labels_path: Path
     alerts: list[dict[str, Any]]
+    prediction_ts: list[float]
+
+    def events_between(self, start_ts: float, end_ts: float) -> int:
+        """Prediction events with ``start_ts <= ts <= end_ts`` (a delay in events)."""
+        return bisect_right(self.prediction_ts, end_ts) - bisect_left(self.prediction_ts, start_ts)
 
     @property
     def drift_alerts(self) -> list[dict[str, Any]]:
@@ -51,4 +57,5 @@ def run_demo(store: Store, workdir: Path, n_events: int = 30_000, seed: int = 7,
     write_jsonl(traffic, preds, labels)
     write_truth(traffic.truth, workdir / "truth.json")
     summary = replay_file(store, MonitorConfig(), preds, labels, on_batch=on_batch)
-    return DemoReport(summary, traffic.truth, preds, labels, list(store.iter_alerts(summary.run)))
+    ts = sorted(float(m["ts"]) for m in traffic.predictions)  # type: ignore[arg-type]
+    return DemoReport(summary, traffic.truth, preds, labels, list(store.iter_alerts(summary.run)), ts)
