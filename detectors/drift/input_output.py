@@ -57,7 +57,6 @@ from detectors.base import (
     DetectorOutput,
     Finding,
     Kind,
-    Severity,
     WindowStat,
     register,
 )
@@ -66,6 +65,7 @@ from detectors.drift._stats import (
     signed_root_binomial,
     weighted_quantiles,
 )
+from detectors.episodes import EpisodeTracker
 from pipeline.events import EventBatch
 
 _OUTPUTS = ("confidence", "margin", "entropy")
@@ -317,7 +317,7 @@ class DriftDetector(Detector):
         self.blocks = np.empty((0, 0, self.n_bins_total), dtype=np.int64)
         self.block_cs = np.empty((0, 0), dtype=np.float64)
         self.block_sw = np.empty(0, dtype=np.int64)
-        self.episode: dict[str, Any] | None = None
+        self.episodes = EpisodeTracker(Kind.DRIFT, self.name, self.config_hash, float("nan"), self.quiet_windows)
         self.model: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ reference fitting
@@ -505,6 +505,7 @@ class DriftDetector(Detector):
 
         # calibration on a caller-resampled null stream
         self.threshold, self.calibration = self._calibrate(bins, codes)
+        self.episodes.threshold = float(self.threshold)
         self.fitted = True
         self._start_monitoring()
 
@@ -889,7 +890,6 @@ class DriftDetector(Detector):
         res, new_state = self._scan_chunk(bins_c, codes_c, state, True, True)
         span_ts = np.concatenate([self.hist_ts, ts_c])
         per_w, zeq, best_w = self._statistic(res)
-        h = self.threshold
         big = max(self.window_sizes)
         for j in range(len(best_w)):
             w = int(best_w[j])
@@ -897,31 +897,19 @@ class DriftDetector(Detector):
             e = int(res["ends"][j])
             n_here = int(res["n_here"][j])
             close_ts = float(span_ts[e - 1])
-            exceed = best > h
-            ep = self.episode
-            if ep is None and exceed:
+
+            def describe(j: int = j, w: int = w, e: int = e, n_here: int = n_here, best: float = best) -> dict[str, Any]:
                 L = self.window_sizes[w]
                 info = self._info(res, zeq, j, w)
-                expl = self._explain(res["z"][j, w], info, best, L, n_here)
-                self.episode = {
+                return {
                     "trigger": ids[e - nh - 1 + id_off],
-                    "raised_at": close_ts,
-                    "score": best,
                     "window_start": float(span_ts[e - L]) if e - L >= 0 else float("nan"),
-                    "last_exceed": close_ts,
-                    "quiet": 0,
-                    "explanation": expl,
+                    "explanation": self._explain(res["z"][j, w], info, best, L, n_here),
                 }
-                findings.append(self._finding(self.episode, None, None, False))
-            elif ep is not None:
-                if exceed:
-                    ep["quiet"] = 0
-                    ep["last_exceed"] = close_ts
-                else:
-                    ep["quiet"] += 1
-                    if ep["quiet"] >= self.quiet_windows:
-                        findings.append(self._finding(ep, ep["last_exceed"], close_ts, True))
-                        self.episode = None
+
+            finding = self.episodes.observe(best, close_ts, describe)
+            if finding is not None:
+                findings.append(finding)
             last = len(self.window_sizes) - 1
             if n_here % big == 0 and res["valid"][j, last]:
                 info = self._info(res, zeq, j, last)
@@ -944,27 +932,6 @@ class DriftDetector(Detector):
     def _prune_callers(self) -> None:
         live = set(int(c) for c in np.concatenate([self.hist_codes, self.pend_codes]) if c >= 0)
         self.cmap = {k: v for k, v in self.cmap.items() if v in live}
-
-    def _finding(self, ep: dict[str, Any], window_end: float | None, updated_at: float | None, upd: bool) -> Finding:
-        expl = dict(ep["explanation"])
-        if upd:
-            expl["episode"] = {"ended_at": updated_at, "last_exceedance": window_end, "quiet_windows": self.quiet_windows}
-        return Finding(
-            kind=Kind.DRIFT,
-            detector=self.name,
-            config_hash=self.config_hash,
-            trigger_event_id=ep["trigger"],
-            raised_at=ep["raised_at"],
-            score=float(ep["score"]),
-            threshold=float(self.threshold),
-            severity=Severity.CRITICAL if ep["score"] > 2 * self.threshold else Severity.WARNING,
-            explanation=expl,
-            client_id=None,
-            window_start=ep["window_start"],
-            window_end=window_end if upd else ep["raised_at"],
-            updated_at=updated_at,
-            is_update=upd,
-        )
 
     # ------------------------------------------------------------------ explanation, stats
     def _summaries(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1183,7 +1150,7 @@ class DriftDetector(Detector):
         st["blocks"] = self.blocks.copy()
         st["block_cs"] = self.block_cs.copy()
         st["block_sw"] = self.block_sw.copy()
-        st["episode"] = None if self.episode is None else dict(self.episode)
+        st["episode"] = self.episodes.state()
         return st
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -1227,6 +1194,7 @@ class DriftDetector(Detector):
         self.model = mdl
         self.fitted = True
         self.threshold = float(state["threshold"])
+        self.episodes.threshold = self.threshold
         self.calibration = dict(state["calibration"])
         self.n_blocks = int(state["n_blocks"])
         self.pend_bins = np.asarray(state["pend_bins"], dtype=np.uint8).reshape(-1, len(mdl["names"]))
@@ -1238,7 +1206,7 @@ class DriftDetector(Detector):
         self.blocks = np.asarray(state["blocks"], dtype=np.int64).reshape(-1, len(mdl["names"]), self.n_bins_total)
         self.block_cs = np.asarray(state["block_cs"], dtype=np.float64).reshape(-1, len(mdl["chan"]))
         self.block_sw = np.asarray(state["block_sw"], dtype=np.int64)
-        self.episode = None if state["episode"] is None else dict(state["episode"])
+        self.episodes.load(state["episode"])
 
 
 def _r(x: float) -> float | None:

@@ -23,11 +23,11 @@ from detectors.base import (
     DetectorOutput,
     Finding,
     Kind,
-    Severity,
     WindowStat,
     register,
 )
 from detectors.drift._stats import normal_threshold, signed_root_binomial
+from detectors.episodes import EpisodeTracker
 from pipeline.events import EventBatch, OutcomeBatch
 
 
@@ -107,7 +107,9 @@ class PerformanceDetector(Detector):
         self.n_mon = 0
         self.hist = np.empty(0, dtype=np.int8)
         self.hist_ts = np.empty(0, dtype=np.float64)
-        self.episode: dict[str, Any] | None = None
+        self.episodes = EpisodeTracker(
+            Kind.PERFORMANCE, self.name, self.config_hash, self.threshold, self.quiet_windows
+        )
 
     def process(self, batch: EventBatch) -> DetectorOutput:  # pragma: no cover - outcomes only
         return EMPTY_OUTPUT
@@ -157,48 +159,34 @@ class PerformanceDetector(Detector):
                 if z > best:
                     best, best_l, best_rate = z, L, rate
             close_ts = float(t_all[e - 1])
-            if best > h and self.episode is None:
-                self.episode = {
+
+            def describe(
+                e: int = e, best: float = best, best_l: int = best_l, best_rate: float = best_rate
+            ) -> dict[str, Any]:
+                return {
                     "trigger": ids[e - 1 - nh],
-                    "raised_at": close_ts,
-                    "score": best,
                     "window_start": float(t_all[e - best_l]),
-                    "last_exceed": close_ts,
-                    "quiet": 0,
-                    "explanation": {
-                        "summary": (
-                            f"error rate rose: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} outcomes; "
-                            f"statistic {best:.2f} > threshold {h:.2f}"
-                            if best_rate >= p0
-                            else f"error rate fell: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} "
-                            f"outcomes; statistic {best:.2f} > threshold {h:.2f}"
-                        ),
-                        "statistic": round(best, 4),
-                        "threshold": round(h, 4),
-                        "statistic_definition": "max over window sizes of |signed-root binomial LR|",
-                        "window_outcomes": best_l,
-                        "window_sizes": list(self.window_sizes),
-                        "top": [{"stat": "error_rate", "reference": round(p0, 6), "current": round(best_rate, 6)}],
-                        "reference_period": {"start": self.ref_start, "end": self.ref_end, "n": self.n_ref},
-                        "config_hash": self.config_hash,
-                        "events_between_false_alarms": self.context.events_between_false_alarms,
-                        "calibration": {"method": "bonferroni", "tests_per_outcome": len(self.window_sizes) / step},
-                    },
+                    "explanation": self._explain(best, best_l, best_rate, p0, h, step),
                 }
-                findings.append(self._finding(self.episode, None, None, False))
-            elif self.episode is not None:
-                ep = self.episode
-                if best > h:
-                    ep["quiet"], ep["last_exceed"] = 0, close_ts
-                else:
-                    ep["quiet"] += 1
-                    if ep["quiet"] >= self.quiet_windows:
-                        findings.append(self._finding(ep, ep["last_exceed"], close_ts, True))
-                        self.episode = None
+
+            finding = self.episodes.observe(best, close_ts, describe)
+            if finding is not None:
+                findings.append(finding)
             if n_here % big == 0:
                 rate = (cum[e] - cum[e - big]) / big
                 stats.append(
-                    WindowStat(self.name, "error_rate", n_here // big - 1, float(t_all[e - big]), close_ts, big, float(rate), None, best, h)
+                    WindowStat(
+                        self.name,
+                        "error_rate",
+                        n_here // big - 1,
+                        float(t_all[e - big]),
+                        close_ts,
+                        big,
+                        float(rate),
+                        None,
+                        best,
+                        h,
+                    )
                 )
         keep = min(len(e_all), big)
         self.hist = e_all[len(e_all) - keep :].copy()
@@ -206,25 +194,28 @@ class PerformanceDetector(Detector):
         self.n_mon += n - start
         return DetectorOutput(findings=tuple(findings), stats=tuple(stats))
 
-    def _finding(self, ep: dict[str, Any], window_end: float | None, updated_at: float | None, upd: bool) -> Finding:
-        expl = dict(ep["explanation"])
-        if upd:
-            expl["episode"] = {"ended_at": updated_at, "last_exceedance": window_end}
-        return Finding(
-            kind=Kind.PERFORMANCE,
-            detector=self.name,
-            config_hash=self.config_hash,
-            trigger_event_id=ep["trigger"],
-            raised_at=ep["raised_at"],
-            score=float(ep["score"]),
-            threshold=float(self.threshold),
-            severity=Severity.CRITICAL if ep["score"] > 2 * self.threshold else Severity.WARNING,
-            explanation=expl,
-            window_start=ep["window_start"],
-            window_end=window_end if upd else ep["raised_at"],
-            updated_at=updated_at,
-            is_update=upd,
-        )
+    def _explain(
+        self, best: float, best_l: int, best_rate: float, p0: float, h: float, step: int
+    ) -> dict[str, Any]:
+        return {
+            "summary": (
+                f"error rate rose: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} outcomes; "
+                f"statistic {best:.2f} > threshold {h:.2f}"
+                if best_rate >= p0
+                else f"error rate fell: {best_rate:.1%} vs reference {p0:.1%}; window {best_l} "
+                f"outcomes; statistic {best:.2f} > threshold {h:.2f}"
+            ),
+            "statistic": round(best, 4),
+            "threshold": round(h, 4),
+            "statistic_definition": "max over window sizes of |signed-root binomial LR|",
+            "window_outcomes": best_l,
+            "window_sizes": list(self.window_sizes),
+            "top": [{"stat": "error_rate", "reference": round(p0, 6), "current": round(best_rate, 6)}],
+            "reference_period": {"start": self.ref_start, "end": self.ref_end, "n": self.n_ref},
+            "config_hash": self.config_hash,
+            "events_between_false_alarms": self.context.events_between_false_alarms,
+            "calibration": {"method": "bonferroni", "tests_per_outcome": len(self.window_sizes) / step},
+        }
 
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -235,7 +226,7 @@ class PerformanceDetector(Detector):
             "n_mon": self.n_mon,
             "hist": self.hist.copy(),
             "hist_ts": self.hist_ts.copy(),
-            "episode": None if self.episode is None else dict(self.episode),
+            "episode": self.episodes.state(),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -246,4 +237,4 @@ class PerformanceDetector(Detector):
         self.n_mon = int(state["n_mon"])
         self.hist = np.asarray(state["hist"], dtype=np.int8)
         self.hist_ts = np.asarray(state["hist_ts"], dtype=np.float64)
-        self.episode = None if state["episode"] is None else dict(state["episode"])
+        self.episodes.load(state["episode"])
