@@ -36,6 +36,7 @@ Events without ``client_id`` are not scored.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +44,7 @@ from scipy.stats import norm
 
 from detectors.attack._common import (
     CallerTable,
+    CappedReference,
     SubspaceModel,
     WarmupBuffer,
     Window,
@@ -70,6 +72,9 @@ from detectors.base import (
 from pipeline.events import EventBatch
 
 PRADA_DIMS = 8
+#: the typicality CUSUM is kept in integers (exact, so batch cuts cannot change a decision)
+ATYP_UNIT = 1024
+_SEG = 2**40
 
 
 def shapiro_francia(D: np.ndarray) -> np.ndarray:
@@ -120,6 +125,24 @@ class ExtractionDetector(Detector):
         Cap on the event ids an alert carries.
     max_callers, ttl, suspicious_ttl : int, float, float
         Caller table bounds: 1_000_000, 86400.0, 604800.0.
+    typicality : bool, default False
+        Run the per-caller typicality CUSUM below (off by default: on the generator's traffic it
+        also accumulates evidence against heavy benign callers after a mild covariate drift).
+    atypical_ratio : float, default 5.0
+        Per-caller typicality CUSUM: each query's surprisal ``-log p`` (``p`` its score's
+        held-out reference p-value; exponential with mean 1 for natural queries) is tested
+        against an exponential with mean ``atypical_ratio``.
+    atypical_arl : float, default 1e7
+        CUSUM threshold ``log(atypical_arl)``.
+    refresh : bool, default True
+        Refresh the reference after a population shift (see the module docstring).
+    reference_caller_cap : float, default 0.02
+        Largest share of the reference (first and refreshed) one caller may hold; a stream with
+        very few callers completes it after ``3 * reference_events`` events.
+    shift_factor, shift_arl, shift_caller_window : float, float, int
+        Population-shift CUSUM on the OOD flags of established callers: rate ``1 - ood_quantile``
+        against ``shift_factor`` times it, threshold ``log(shift_arl)``, one flag per caller per
+        ``shift_caller_window`` events (5.0, 1e6, 1000).
 
     Examples
     --------
@@ -158,7 +181,23 @@ class ExtractionDetector(Detector):
         max_callers: int = 1_000_000,
         ttl: float = 86400.0,
         suspicious_ttl: float = 604800.0,
+        typicality: bool = False,
+        atypical_ratio: float = 5.0,
+        atypical_arl: float = 1e7,
+        refresh: bool = True,
+        reference_caller_cap: float = 0.02,
+        shift_factor: float = 5.0,
+        shift_arl: float = 1e6,
+        shift_caller_window: int = 1000,
     ) -> None:
+        if atypical_ratio <= 1.0 or atypical_arl <= 1.0:
+            raise ValueError("atypical_ratio and atypical_arl must be > 1")
+        if not 0.0 < reference_caller_cap <= 1.0:
+            raise ValueError("reference_caller_cap must be in (0, 1]")
+        if shift_factor <= 1.0 or shift_factor * (1.0 - ood_quantile) >= 1.0 or shift_arl <= 1.0 \
+                or shift_caller_window < 1:
+            raise ValueError("need shift_factor > 1 with shift_factor * (1 - ood_quantile) < 1, "
+                             "shift_arl > 1, shift_caller_window >= 1")
         if reference_events < 50:
             raise ValueError("reference_events must be >= 50")
         if not 0.0 < var_kept < 1.0 or max_components < 1 or clip <= 0:
@@ -180,8 +219,32 @@ class ExtractionDetector(Detector):
             max_components=max_components, clip=clip, ood_quantile=ood_quantile, window=window,
             ood_threshold=ood_threshold, prada_history=prada_history,
             prada_threshold=prada_threshold, prada_every=prada_every, max_evidence=max_evidence, max_callers=max_callers,
-            ttl=ttl, suspicious_ttl=suspicious_ttl,
+            ttl=ttl, suspicious_ttl=suspicious_ttl, typicality=typicality, atypical_ratio=atypical_ratio,
+            atypical_arl=atypical_arl, refresh=refresh, reference_caller_cap=reference_caller_cap,
+            shift_factor=shift_factor, shift_arl=shift_arl, shift_caller_window=shift_caller_window,
         )
+        lam = 1.0 / atypical_ratio
+        self._atyp_a, self._atyp_b = math.log(lam), 1.0 - lam  # LLR = a + b * (-log p)
+        self.atyp_h = math.log(atypical_arl)
+        self.typicality = typicality
+        self.refresh = refresh
+        self.reference_caller_cap = reference_caller_cap
+        p0 = 1.0 - ood_quantile
+        p1 = shift_factor * p0
+        self._llr_flag = math.log(p1 / p0)
+        self._llr_ok = math.log((1.0 - p1) / (1.0 - p0))
+        self.shift_h = math.log(shift_arl)
+        self.shift_window = int(shift_caller_window)
+        self.cusum = 0.0
+        self.n_mon = 0
+        self._last_counted: dict[str, int] = {}
+        self._ref_callers: set[str] = set()
+        self.shift: dict[str, Any] | None = None
+        self._next: CappedReference | None = None
+        self.refreshes: list[dict[str, Any]] = []
+        self._held = np.empty(0)
+        self.reference_events = reference_events
+        self._coll: CappedReference | None = self._new_collector()
         self.reference_events = reference_events
         self.var_kept = var_kept
         self.max_components = max_components
@@ -194,7 +257,7 @@ class ExtractionDetector(Detector):
         self.prada_every = prada_every
         self.max_evidence = max_evidence
         d = context.schema.n_numeric
-        self._buf = WarmupBuffer(reference_events, d)
+        self._buf = WarmupBuffer(3 * reference_events, d)
         rng = np.random.default_rng([context.seed, 0xE7])
         self.R = rng.normal(size=(d, PRADA_DIMS)) / np.sqrt(PRADA_DIMS)
         self._model: SubspaceModel | None = None
@@ -212,6 +275,7 @@ class ExtractionDetector(Detector):
                 "first_ts": ((), np.float64, np.nan),
                 "first_ood": ((), np.float64, np.nan),
                 "alerted": ((), bool, False),
+                "atyp": ((), np.int64, 0),  # typicality CUSUM in units of 1 / ATYP_UNIT
             },
             on_reset=self._on_reset,
         )
@@ -222,27 +286,110 @@ class ExtractionDetector(Detector):
             self._evidence.pop(s, None)
 
     # ---------------------------------------------------------------------------------------
-    def _fit(self) -> None:
-        X = self._buf.X
+    def _fit(self, X: np.ndarray, ts: np.ndarray) -> None:
         self._model, held = SubspaceModel.fit(X, self.var_kept, self.max_components, self.clip)
         self.ood_thr = float(np.quantile(held, self.ood_quantile))
-        self._ref_span = (float(self._buf.ts[0]), float(self._buf.ts[-1]))
+        self._held = np.sort(held)
+        self._ref_span = (float(ts.min()), float(ts.max()))
+        self.cusum = 0.0
+        self._last_counted = {}
+
+    def _new_collector(self) -> CappedReference:
+        n = self.reference_events
+        return CappedReference(n, self.context.schema.n_numeric, math.ceil(self.reference_caller_cap * n), 3 * n)
 
     def process(self, batch: EventBatch) -> DetectorOutput:
         if self._model is None:
-            consumed = self._buf.add(batch)
-            if not self._buf.full:
+            # caller-capped reference (as for `outlier`); every event is held back until it is complete
+            assert self._coll is not None
+            done = self._coll.add(batch)
+            upto = len(batch) if done is None else done + 1
+            self._buf.add(batch if upto == len(batch) else take_batch(batch, np.arange(upto)))
+            if done is None:
                 return EMPTY_OUTPUT
-            self._fit()
+            X, _, ts = self._coll.arrays()
+            self._fit(X, ts)
+            self._ref_callers = set(self._coll.counts)
+            self._coll = None
             held = self._buf.as_batch(batch)
             self._buf.clear()
-            out1 = self._process(held)
-            if consumed >= len(batch):
+            out1 = self._run(held)
+            if upto >= len(batch):
                 return out1
-            return DetectorOutput.merge([out1, self._process(take_batch(batch, np.arange(consumed, len(batch))))])
-        return self._process(batch)
+            return DetectorOutput.merge([out1, self._run(take_batch(batch, np.arange(upto, len(batch))))])
+        return self._run(batch)
 
-    def _process(self, batch: EventBatch) -> DetectorOutput:
+    def _event_scores(self, X: np.ndarray) -> np.ndarray:
+        assert self._model is not None
+        r, m, a = self._model.scores(X)
+        return np.maximum(np.maximum(r, m), a)  # type: ignore[no-any-return]
+
+    def _monitor(self, batch: EventBatch, ood: np.ndarray) -> int | None:
+        """Population-shift CUSUM over the batch's OOD flags; the row of an alarm, if any."""
+        n = len(ood)
+        inc = np.full(n, self._llr_ok)
+        last = self._last_counted
+        for i in np.flatnonzero(ood).tolist():
+            cid = batch.client_ids[i]
+            at = self.n_mon + i
+            if cid is None or cid not in self._ref_callers:
+                continue
+            if at - last.get(cid, -self.shift_window) >= self.shift_window:
+                last[cid] = at
+                inc[i] = self._llr_flag
+        C = self.cusum + np.cumsum(inc)
+        S = C - np.minimum(np.minimum.accumulate(C), 0.0)
+        over = np.flatnonzero(S > self.shift_h)
+        if over.size:
+            t = int(over[0])
+            self.n_mon += t + 1
+            self.cusum = 0.0
+            self._last_counted = {}
+            return t
+        self.cusum = float(S[-1]) if n else self.cusum
+        self.n_mon += n
+        if len(last) > 4096:
+            self._last_counted = {c: v for c, v in last.items() if self.n_mon - v < self.shift_window}
+        return None
+
+    def _run(self, batch: EventBatch) -> DetectorOutput:
+        """Split the batch where a population shift starts or a refreshed reference completes."""
+        outs: list[DetectorOutput] = []
+        start = 0
+        while start < len(batch):
+            sub = batch if start == 0 else take_batch(batch, np.arange(start, len(batch)))
+            alarm = done = None
+            score_ev: np.ndarray | None = None
+            if self.shift is None:
+                score_ev = self._event_scores(sub.X)
+                if self.refresh:
+                    alarm = self._monitor(sub, score_ev > self.ood_thr)
+                end = len(sub) if alarm is None else alarm + 1
+            else:
+                assert self._next is not None
+                done = self._next.add(sub)
+                end = len(sub) if done is None else done + 1
+            part = sub if end == len(sub) else take_batch(sub, np.arange(end))
+            outs.append(self._process(part, None if score_ev is None else score_ev[:end]))
+            if alarm is not None:
+                self.shift = {"at_event": sub.event_ids[alarm], "at_ts": float(sub.ts[alarm])}
+                self._next = self._new_collector()
+                self.table.arrays["atyp"][:] = 0  # evidence gathered against the old reference
+            if done is not None:
+                assert self._next is not None and self.shift is not None
+                X, _, ts = self._next.arrays()
+                self._fit(X, ts)
+                self._ref_callers = set(self._next.counts)
+                self.refreshes.append({"at_event": sub.event_ids[done], "at_ts": float(sub.ts[done]),
+                                       "shift_at_event": self.shift["at_event"],
+                                       "shift_at_ts": self.shift["at_ts"]})
+                self.refreshes = self.refreshes[-10:]
+                self.shift = None
+                self._next = None
+            start += end
+        return DetectorOutput.merge(outs) if len(outs) > 1 else outs[0]
+
+    def _process(self, batch: EventBatch, score_all: np.ndarray | None) -> DetectorOutput:
         assert self._model is not None
         codes, callers = caller_codes(batch.client_ids)
         rows = np.flatnonzero(codes >= 0)
@@ -258,8 +405,10 @@ class ExtractionDetector(Detector):
         srows = rows[lay.order]
         Xs = batch.X[srows]
         mdl = self._model
-        r, m, a = mdl.scores(Xs)
-        score_ev = np.maximum(np.maximum(r, m), a)
+        if score_all is None:  # in a population shift: OOD and typicality evidence suspended
+            score_ev = np.full(len(Xs), -np.inf)
+        else:
+            score_ev = score_all[srows]
         ood = (score_ev > self.ood_thr).astype(np.uint8)
         # OOD count over the last `window` queries (this one included)
         oi = window_index(lay, A["ohead"], A["olen"], self.W)
@@ -268,7 +417,7 @@ class ExtractionDetector(Detector):
         # PRADA: nearest-neighbour distance to the previous `prada_history` queries
         Y = (standardise(mdl.tf.apply(Xs), mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
         hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
-        d2, _ = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
+        d2, exact = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
         dist = np.where(np.isfinite(dist), dist, np.float16(np.nan))
         # the normality test runs at every `prada_every`-th query of a caller (a per-caller count,
@@ -285,7 +434,25 @@ class ExtractionDetector(Detector):
             if full.any():
                 wprime[sel[full]] = shapiro_francia(D[full])
         prada = np.where(np.isfinite(wprime), (1.0 - wprime) / (1.0 - self.delta), 0.0)
-        score = np.maximum(ood_count / self.T, prada)
+        # typicality CUSUM: -log p of each query's score against the held-out reference scores
+        # (Exp(1) for natural queries) tested against Exp(mean atypical_ratio); exact repeats of a
+        # query in the caller's history add nothing (a canary or a retry is one input)
+        nh = self._held.size
+        if score_all is None or nh == 0 or not self.typicality:
+            inc = np.zeros(len(Xs), dtype=np.int64)
+        else:
+            n_ge = nh - np.searchsorted(self._held, score_ev, side="left")
+            surpr = -np.log((1.0 + n_ge) / (nh + 1.0))
+            llr = self._atyp_a + self._atyp_b * surpr
+            inc = np.where(exact.any(axis=1), 0, np.round(llr * ATYP_UNIT)).astype(np.int64)
+        gi = np.repeat(np.arange(len(lay.group_slots), dtype=np.int64), lay.group_sizes)
+        cs = np.cumsum(inc)
+        base = (cs - inc)[lay.group_starts]  # cumulative sum before each group
+        C = A["atyp"][lay.slot] + cs - base[gi]
+        M = np.minimum.accumulate(C - gi * _SEG) + gi * _SEG  # running minimum within each group
+        S_atyp = C - np.minimum(M, 0)
+        atyp = S_atyp / (self.atyp_h * ATYP_UNIT)
+        score = np.maximum(np.maximum(ood_count / self.T, prada), atyp)
         fire = (score >= 1.0) & ~A["alerted"][lay.slot]
         findings: list[Finding] = []
         flagged: list[FlaggedEvent] = []
@@ -339,16 +506,23 @@ class ExtractionDetector(Detector):
                                  f"{self.delta}) over {self.W} queries")
                 parts.append(f"{int(ood_count[p])} of its last {n_win} queries out of distribution "
                              f"(alert at {self.T})")
+                if atyp[p] >= 1.0:
+                    parts.append(f"its queries persistently atypical for the reference (typicality CUSUM "
+                                 f"{S_atyp[p] / ATYP_UNIT:.1f} >= {self.atyp_h:.1f})")
                 summary = "; ".join(parts) + f"; caller has sent {n_q} queries"
                 expl = {
                     "summary": summary,
-                    "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))",
+                    "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold), "
+                                 "typicality_cusum / typicality_threshold)",
                     "ood_count": int(ood_count[p]),
                     "ood_threshold": self.T,
                     "window": self.W,
                     "ood_event_threshold": self.ood_thr,
                     "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
                     "prada_threshold": self.delta,
+                    "typicality_cusum": float(S_atyp[p] / ATYP_UNIT),
+                    "typicality_threshold": self.atyp_h,
+                    "reference_refreshed": dict(self.refreshes[-1]) if self.refreshes else None,
                     "prada_distances": self.W,
                     "caller_queries_so_far": n_q,
                     "first_query_ts": first_ts,
@@ -387,6 +561,10 @@ class ExtractionDetector(Detector):
         cur = A["first_ood"][gslots[has]]
         A["first_ood"][gslots[has]] = np.where(np.isfinite(cur), cur, ts_sorted[fo[has]])
         A["n_q"][lay.group_slots] += lay.group_sizes
+        if len(S_atyp):
+            last_s = S_atyp[lay.group_starts + lay.group_sizes - 1]
+            A["atyp"][lay.group_slots] = np.minimum(last_s, 2**36)
+            tab.protected[lay.group_slots[last_s > 0.5 * self.atyp_h * ATYP_UNIT]] = True
         tab.last_ts[lay.group_slots] = ts[lay.order][lay.group_starts + lay.group_sizes - 1]
         return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
 
@@ -394,14 +572,27 @@ class ExtractionDetector(Detector):
     def _get_state(self) -> dict[str, Any]:
         return {
             "buffer": self._buf.state() if self._model is None else None,
+            "collector": self._coll.state() if self._coll is not None else None,
             "model": self._model.state() if self._model is not None else None,
             "ood_thr": self.ood_thr,
             "ref_span": list(self._ref_span),
             "table": self.table.state(),
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
+            "held": self._held.copy(),
+            "cusum": self.cusum, "n_mon": self.n_mon,
+            "last_counted": {"callers": list(self._last_counted),
+                             "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
+            "ref_callers": sorted(self._ref_callers),
+            "shift": dict(self.shift) if self.shift is not None else None,
+            "next": self._next.state() if self._next is not None else None,
+            "refreshes": [dict(x) for x in self.refreshes],
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        self._coll = None
+        if state["collector"] is not None:
+            self._coll = self._new_collector()
+            self._coll.load(state["collector"])
         if state["model"] is None:
             self._model = None
             self._buf.load(state["buffer"])
@@ -412,3 +603,15 @@ class ExtractionDetector(Detector):
         self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
         self.table.load(state["table"])
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
+        self._held = np.asarray(state["held"], dtype=np.float64)
+        self.cusum = float(state["cusum"])
+        self.n_mon = int(state["n_mon"])
+        lc = state["last_counted"]
+        self._last_counted = dict(zip(lc["callers"], np.asarray(lc["at"]).tolist(), strict=True))
+        self._ref_callers = set(state["ref_callers"])
+        self.shift = dict(state["shift"]) if state["shift"] is not None else None
+        self._next = None
+        if state["next"] is not None:
+            self._next = self._new_collector()
+            self._next.load(state["next"])
+        self.refreshes = [dict(x) for x in state["refreshes"]]

@@ -185,7 +185,9 @@ def test_extraction_flags_uniform_thief_only(thief_stream: dict) -> None:
     rows = [i for i, c in enumerate(thief_stream["clients"]) if c == "thief"]
     pos = [f"e{i}" for i in rows].index(f[0].trigger_event_id) + 1
     assert pos <= 15
-    assert f[0].kind is Kind.EXTRACTION and f[0].explanation["ood_count"] >= 10
+    e = f[0].explanation
+    assert f[0].kind is Kind.EXTRACTION
+    assert e["ood_count"] >= 10 or e["typicality_cusum"] >= e["typicality_threshold"]
 
 
 def test_outlier_budget_and_far_inputs() -> None:
@@ -452,3 +454,42 @@ def test_outlier_repeat_memory_is_bounded() -> None:
     f = run(det, s, 500)
     assert len(det._repeats) <= 100
     assert len([x for x in f if x.client_id == "thief"]) >= 850  # distinct inputs are never suppressed
+
+
+def test_extraction_refreshes_after_a_strong_covariate_drift() -> None:
+    """A shift of 2 sd on several features for every benign caller: no benign caller is flagged,
+    the reference is refreshed, and the thief that arrives after the drift is still caught."""
+    from pipeline.traffic.attacks import Attacker
+    from pipeline.traffic.drift import CovariateDrift
+    from pipeline.traffic.scenarios import Scenario
+
+    sc = Scenario("strong-drift", "covariate drift of 2 sd at 50% + a uniform thief at 70%",
+                  (CovariateDrift(at=0.5, shift=2.0),), (Attacker("extraction-uniform", at=0.7),))
+    for dataset in ("tabular", "digits"):
+        s = traffic_stream(sc, dataset, 104, 30_000)
+        det = ExtractionDetector(named_ctx(s))
+        f = run_named(det, s, 2000)
+        attackers = {a.client_id for a in s["truth"].attackers}
+        assert {x.client_id for x in f} == attackers, (dataset, [x.client_id for x in f])
+        if det.refreshes:
+            assert all(x.explanation["reference_refreshed"] for x in f)
+
+
+def test_extraction_population_shift_refreshes_and_flags_no_benign_caller() -> None:
+    """A broken correlation for every caller (most queries OOD against the old reference)."""
+    s = shifted_stream()
+    det = ExtractionDetector(ctx())
+    f = run(det, s, 500)
+    assert len(det.refreshes) == 1 and det.shift is None
+    assert f == [] or {x.client_id for x in f} <= {"thief"}
+    assert key(run(ExtractionDetector(ctx()), s, 7)) == key(f)
+    det2 = ExtractionDetector(ctx())
+    part1 = run(det2, s, 500, 0, 9_600)
+    fresh = ExtractionDetector(ctx())
+    fresh.load_state_dict(det2.state_dict())
+    assert key(part1 + run(fresh, s, 500, 9_600)) == key(f)
+    # a flooding thief among established callers is no population shift
+    s2 = shifted_stream(seed=5, flood=True)
+    det3 = ExtractionDetector(ctx())
+    f3 = run(det3, s2, 500)
+    assert det3.refreshes == [] and [x.client_id for x in f3] == ["thief"]
