@@ -100,3 +100,47 @@ def test_help_documents_the_contract_commands(tmp_path: Path) -> None:
     r = cli("--help", cwd=tmp_path)
     for command in ("demo", "replay", "alerts", "run", "simulate", "dev"):
         assert command in r.stdout
+
+
+def test_replay_killed_mid_stream_resumes_to_the_same_export(tmp_path: Path) -> None:
+    """SIGKILL (no chance to clean up) after some checkpoints; the rerun resumes and matches a clean run."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    traffic = generate("mixed", n_events=40_000, seed=12)
+    preds, labels = tmp_path / "p.jsonl", tmp_path / "l.jsonl"
+    write_jsonl(traffic, preds, labels)
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("batch_size: 500\ncheckpoint_every_events: 4000\n")
+    args = ("replay", str(preds), "--labels", str(labels), "--config", str(cfg), "--run", "audit", "--quiet")
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    assert cli(*args, cwd=clean_dir).returncode == 0
+    clean = cli("alerts", "export", cwd=clean_dir).stdout
+
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=killed_dir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = killed_dir / "infersentry.db"
+    deadline = time.monotonic() + 300
+    checkpointed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    checkpointed = conn.execute("select coalesce(sum(events), 0) from checkpoints").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if checkpointed >= 12_000:
+                break
+    assert proc.poll() is None, "the replay finished before it could be killed; make the stream longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < checkpointed < 40_000
+    resumed = cli(*args, cwd=killed_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert cli("alerts", "export", cwd=killed_dir).stdout == clean
