@@ -24,7 +24,7 @@ class ReferenceFileError(ValueError):
 
 
 def accepts_reference(cls: type) -> bool:
-    return "reference" in inspect.signature(cls.__init__).parameters
+    return "reference" in inspect.signature(cls).parameters
 
 
 @lru_cache(maxsize=32)

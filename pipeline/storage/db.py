@@ -103,9 +103,11 @@ def upsert(
 def _dialect_insert(conn: Connection, table: Table) -> Any:
     name = conn.dialect.name
     if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - other databases are not supported
-        raise ValueError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    raise ValueError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
