@@ -60,8 +60,10 @@ class BatchResult:
 class RouteState:
     """A route's learned schema, its detectors and its data-quality memory."""
 
-    def __init__(self, route: RouteKey, schema_event: PredictionEvent, detectors: list[Detector]) -> None:
+    def __init__(self, route: RouteKey, schema_event: PredictionEvent, detectors: list[Detector],
+                 index: int = 0) -> None:
         self.route = route
+        self.index = index  # position in the scope's route order (how pending labels refer to it)
         self.schema = learn_schema(schema_event)
         self.names = frozenset(self.schema.numeric) | frozenset(self.schema.categorical)
         self.detectors = detectors
@@ -184,7 +186,8 @@ class Engine:
             route = RouteKey(event.model, event.model_version, msg.partition)
             state = scope.routes.get(route)
             if state is None:
-                state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event))
+                state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event),
+                                                         len(scope.route_order))
                 scope.route_order.append(route)
             elif not conforms(state.schema, event, state.names):
                 self._schema_notice(state, event, dq)
@@ -204,7 +207,7 @@ class Engine:
                 err = 0.0 if class_key(event.label) == predicted else 1.0
                 outcomes[route].append((event.event_id, event.ts, event.ts, err))
             else:
-                scope.pending.add(event.event_id, scope.route_order.index(route), predicted, event.ts)
+                scope.pending.add(event.event_id, state.index, predicted, event.ts)
 
         for route, events in groups.items():
             state = self.scope(route.partition).routes[route]
@@ -357,7 +360,7 @@ class Engine:
         for r in snap["routes"]:
             route = RouteKey(r["model"], r["model_version"], partition)
             ev = _schema_event_from_state(r["schema_event"], route)
-            state = RouteState(route, ev, self._make_detectors(route, ev))
+            state = RouteState(route, ev, self._make_detectors(route, ev), len(s.route_order))
             state.signatures = list(r["signatures"])
             state.naive_ts = int(r["naive_ts"])
             for det, det_state in zip(state.detectors, r["detectors"], strict=True):
