@@ -481,10 +481,17 @@ class SubspaceModel:
         model.q_resid = max(tail_threshold(r, q), 1e-12)
         model.q_maha = max(tail_threshold(m, q), 1e-12)
         # the atom statistics are discrete; floor their scales at one typical departure
-        model.q_near = max(tail_threshold(near, q), float(np.median(model.atom_near_w)) if model.atom_idx.size else 1.0)
-        model.q_atoms = max(tail_threshold(far, q), float(np.median(model.atom_w[:, 0])) if model.atom_idx.size else 1.0)
-        # the departure pattern's surprisal is discrete too: floor at one unlikely departure (log 20)
-        model.q_mask = max(tail_threshold(mask, q), float(np.log(20.0))) if model.atom_idx.size else 1.0
+        # (and, being discrete, never below the largest held-out value: see q_mask)
+        top = (lambda v: float(np.nextafter(v.max(), np.inf))) if model.atom_idx.size else (lambda v: 1.0)
+        model.q_near = max(tail_threshold(near, q), top(near),
+                           float(np.median(model.atom_near_w)) if model.atom_idx.size else 1.0)
+        model.q_atoms = max(tail_threshold(far, q), top(far),
+                            float(np.median(model.atom_w[:, 0])) if model.atom_idx.size else 1.0)
+        # the departure pattern's surprisal is discrete (with few atom features it takes a handful of
+        # values, and a tail fit can put the threshold just under one that natural inputs reach): never
+        # below the largest held-out value, nor below one unlikely departure (log 20)
+        model.q_mask = (max(tail_threshold(mask, q), float(np.nextafter(mask.max(), np.inf)), float(np.log(20.0)))
+                        if model.atom_idx.size else 1.0)
         held = np.maximum(np.maximum(r / model.q_resid, m / model.q_maha),
                           np.maximum(np.maximum(near / model.q_near, far / model.q_atoms), mask / model.q_mask))
         return model, held

@@ -243,6 +243,7 @@ class ExtractionDetector(Detector):
         self._next: CappedReference | None = None
         self.refreshes: list[dict[str, Any]] = []
         self._held = np.empty(0)
+        self._fp_model: SubspaceModel | None = None  # coordinates of the PRADA fingerprints
         self.reference_events = reference_events
         self._coll: CappedReference | None = self._new_collector()
         self.reference_events = reference_events
@@ -288,6 +289,8 @@ class ExtractionDetector(Detector):
     # ---------------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, ts: np.ndarray) -> None:
         self._model, held = SubspaceModel.fit(X, self.var_kept, self.max_components, self.clip)
+        if self._fp_model is None:
+            self._fp_model = self._model
         self.ood_thr = float(np.quantile(held, self.ood_quantile))
         self._held = np.sort(held)
         self._ref_span = (float(ts.min()), float(ts.max()))
@@ -415,7 +418,10 @@ class ExtractionDetector(Detector):
         ow = oi.gather(A["ood"], ood, lay)
         ood_count = (ow[:, 1:] * oi.valid[:, 1:]).sum(axis=1) + ood
         # PRADA: nearest-neighbour distance to the previous `prada_history` queries
-        Y = (standardise(mdl.tf.apply(Xs), mdl.center, mdl.scale, 50.0) @ self.R).astype(np.float16)
+        # PRADA fingerprints stay in the first reference's coordinates: a refresh must not mix two
+        # scalings inside one caller's distance history
+        fp = self._fp_model if self._fp_model is not None else mdl
+        Y = (standardise(fp.tf.apply(Xs), fp.center, fp.scale, 50.0) @ self.R).astype(np.float16)
         hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
         d2, exact = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
@@ -439,18 +445,18 @@ class ExtractionDetector(Detector):
         # query in the caller's history add nothing (a canary or a retry is one input)
         nh = self._held.size
         if score_all is None or nh == 0 or not self.typicality:
-            inc = np.zeros(len(Xs), dtype=np.int64)
+            S_atyp = np.zeros(len(Xs), dtype=np.int64)
         else:
             n_ge = nh - np.searchsorted(self._held, score_ev, side="left")
             surpr = -np.log((1.0 + n_ge) / (nh + 1.0))
             llr = self._atyp_a + self._atyp_b * surpr
             inc = np.where(exact.any(axis=1), 0, np.round(llr * ATYP_UNIT)).astype(np.int64)
-        gi = np.repeat(np.arange(len(lay.group_slots), dtype=np.int64), lay.group_sizes)
-        cs = np.cumsum(inc)
-        base = (cs - inc)[lay.group_starts]  # cumulative sum before each group
-        C = A["atyp"][lay.slot] + cs - base[gi]
-        M = np.minimum.accumulate(C - gi * _SEG) + gi * _SEG  # running minimum within each group
-        S_atyp = C - np.minimum(M, 0)
+            gi = np.repeat(np.arange(len(lay.group_slots), dtype=np.int64), lay.group_sizes)
+            cs = np.cumsum(inc)
+            base = (cs - inc)[lay.group_starts]  # cumulative sum before each group
+            C = A["atyp"][lay.slot] + cs - base[gi]
+            M = np.minimum.accumulate(C - gi * _SEG) + gi * _SEG  # running minimum within each group
+            S_atyp = C - np.minimum(M, 0)
         atyp = S_atyp / (self.atyp_h * ATYP_UNIT)
         score = np.maximum(np.maximum(ood_count / self.T, prada), atyp)
         fire = (score >= 1.0) & ~A["alerted"][lay.slot]
@@ -561,7 +567,7 @@ class ExtractionDetector(Detector):
         cur = A["first_ood"][gslots[has]]
         A["first_ood"][gslots[has]] = np.where(np.isfinite(cur), cur, ts_sorted[fo[has]])
         A["n_q"][lay.group_slots] += lay.group_sizes
-        if len(S_atyp):
+        if self.typicality and len(S_atyp):
             last_s = S_atyp[lay.group_starts + lay.group_sizes - 1]
             A["atyp"][lay.group_slots] = np.minimum(last_s, 2**36)
             tab.protected[lay.group_slots[last_s > 0.5 * self.atyp_h * ATYP_UNIT]] = True
@@ -579,6 +585,7 @@ class ExtractionDetector(Detector):
             "table": self.table.state(),
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
             "held": self._held.copy(),
+            "fp_model": self._fp_model.state() if self._fp_model is not None else None,
             "cusum": self.cusum, "n_mon": self.n_mon,
             "last_counted": {"callers": list(self._last_counted),
                              "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
@@ -604,6 +611,7 @@ class ExtractionDetector(Detector):
         self.table.load(state["table"])
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
         self._held = np.asarray(state["held"], dtype=np.float64)
+        self._fp_model = SubspaceModel.load(state["fp_model"]) if state["fp_model"] is not None else None
         self.cusum = float(state["cusum"])
         self.n_mon = int(state["n_mon"])
         lc = state["last_counted"]
