@@ -155,7 +155,11 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------
     def iter_alerts(self, run: str | None = None) -> Iterator[dict[str, Any]]:
-        q = select(alerts).order_by(alerts.c.raised_at, alerts.c.alert_id)
+        """Alerts ordered by (``raised_at``, ``alert_id``) as bytes, whatever the database's collation."""
+        raised, aid = alerts.c.raised_at, alerts.c.alert_id
+        if self.engine.dialect.name == "postgresql":
+            raised, aid = raised.collate("C"), aid.collate("C")  # type: ignore[assignment]
+        q = select(alerts).order_by(raised, aid)
         if run is not None:
             q = q.where(alerts.c.run == run)
         with self.engine.connect() as conn:
