@@ -278,10 +278,13 @@ def alerts_review(
 
 
 # -- kafka ----------------------------------------------------------------------------------
-def _kafka_settings(bootstrap: str) -> Any:
+def _kafka_settings(bootstrap: str, config: Any = None) -> Any:
+    """Connection settings: the config file's ``kafka:`` section, then ``INFERSENTRY_KAFKA_*``, then ``--bootstrap``."""
     from pipeline.sources.kafka import KafkaClientSettings
 
-    return KafkaClientSettings.from_env(bootstrap_servers=bootstrap)
+    from_file = config.kafka.model_dump(exclude_none=True) if config is not None else {}
+    env = KafkaClientSettings.from_env().model_dump(exclude_unset=True)
+    return KafkaClientSettings(**{**from_file, **env, "bootstrap_servers": bootstrap})
 
 
 @app.command("run")
@@ -316,7 +319,7 @@ def run_cmd(
                   f"partitions {sorted(s.partitions)}, consumer lag {lag:,}", highlight=False)
 
     try:
-        totals = run_live(store, cfg, _kafka_settings(bootstrap), run=run, group=group, predictions_topic=topic,
+        totals = run_live(store, cfg, _kafka_settings(bootstrap, cfg), run=run, group=group, predictions_topic=topic,
                           labels_topic=labels_topic or None, until_idle=until_idle, stop=stop, on_status=status,
                           metrics=metrics)
     except KafkaSourceError as exc:

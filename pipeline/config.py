@@ -19,7 +19,7 @@ The effective configuration is hashed (``config_hash``) and stored with every ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -61,6 +61,20 @@ class ModelConfig(BaseModel):
     detectors: dict[str, DetectorSpec] = Field(default_factory=_default_detectors)
 
 
+class KafkaSecurity(BaseModel):
+    """Kafka connection security (non-secret parts). The password comes only from the environment
+    variable ``INFERSENTRY_KAFKA_SASL_PLAIN_PASSWORD``, so it never lands in a stored config."""
+
+    model_config = ConfigDict(extra="forbid")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str | None = None
+
+
 class MonitorConfig(BaseModel):
     """Pipeline-wide settings."""
 
@@ -74,6 +88,7 @@ class MonitorConfig(BaseModel):
     unmatched_labels_alert_at: int = Field(100, ge=1, description="Unmatched labels in a partition before a data_quality alert.")
     dead_letters_alert_at: int = Field(100, ge=1, description="Dead letters in a partition before a data_quality alert.")
     checkpoint_every_events: int = Field(50_000, ge=1, description="Snapshot detector state and positions after this many events.")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     defaults: ModelConfig = Field(default_factory=ModelConfig)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -120,6 +135,8 @@ def load_config(path: str | Path | None) -> MonitorConfig:
         raise ConfigError(f"cannot read config {p}: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {p} must be a YAML mapping")
+    if isinstance(data.get("kafka"), dict) and "sasl_plain_password" in data["kafka"]:
+        raise ConfigError(f"config {p}: keep the Kafka password out of files; set INFERSENTRY_KAFKA_SASL_PLAIN_PASSWORD")
     try:
         cfg = MonitorConfig.model_validate(data)
         for name in cfg.models:
