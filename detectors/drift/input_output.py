@@ -96,6 +96,20 @@ def _caller_codes(
     return codes, next_code
 
 
+def _variance_codes(codes: np.ndarray, run: int) -> np.ndarray:
+    """Caller codes for the variance model: anonymous events share a pseudo-caller per ``run`` positions.
+
+    An anonymous event's code is ``-(position + 1)``; consecutive positions ``[k run, (k+1) run)``
+    become pseudo-caller ``-(k + 1)``, so serial dependence (a batch job's burst) among anonymous
+    events enters the between-caller variance. The caller cap still sees every anonymous event
+    as its own caller (nothing is dropped).
+
+    >>> _variance_codes(np.array([-1, -2, 4, -4, -5]), 2).tolist()
+    [-1, -1, 4, -2, -3]
+    """
+    return np.where(codes < 0, -1 - (-codes - 1) // run, codes)
+
+
 def _keep_mask(codes: np.ndarray, step: int, cap: int) -> np.ndarray:
     """``True`` for the first ``cap`` events of each caller within each block of ``step`` events.
 
@@ -205,7 +219,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 2
+    state_version: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -225,6 +239,8 @@ class DriftDetector(Detector):
         quiet_windows: int = 5,
         calibration_events: int = 100_000,
         top_k: int = 5,
+        cov_dims: int = 0,
+        anonymous_run: int = 50,
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
         super().__init__(
@@ -243,6 +259,8 @@ class DriftDetector(Detector):
             quiet_windows=quiet_windows,
             calibration_events=calibration_events,
             top_k=top_k,
+            cov_dims=cov_dims,
+            anonymous_run=anonymous_run,
         )
         if int(reference_size) < 200:
             raise ValueError(f"reference_size must be >= 200, got {reference_size}")
@@ -272,6 +290,10 @@ class DriftDetector(Detector):
             raise ValueError(f"calibration_events must be >= 10 * max(window_sizes), got {calibration_events}")
         if int(top_k) < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not 0 <= int(cov_dims) <= 128:
+            raise ValueError(f"cov_dims must be in [0, 128], got {cov_dims}")
+        if int(anonymous_run) < 1:
+            raise ValueError(f"anonymous_run must be >= 1, got {anonymous_run}")
         if context.events_between_false_alarms <= 0:
             raise ValueError("context.events_between_false_alarms must be > 0")
         if reference is not None and "X" not in reference:
@@ -291,6 +313,8 @@ class DriftDetector(Detector):
         self.quiet_windows = int(quiet_windows)
         self.calibration_events = int(calibration_events)
         self.top_k = int(top_k)
+        self.cov_dims = int(cov_dims)
+        self.anonymous_run = int(anonymous_run)
         self.budget = float(context.events_between_false_alarms)
         self.n_bins_total = max(self.n_bins, self.max_categories + 1) + 1
         self.missing_bin = self.n_bins_total - 1
@@ -317,6 +341,7 @@ class DriftDetector(Detector):
         self.blocks = np.empty((0, 0, self.n_bins_total), dtype=np.int64)
         self.block_cs = np.empty((0, 0), dtype=np.float64)
         self.block_sw = np.empty(0, dtype=np.int64)
+        self.block_pp = np.empty((0, 0), dtype=np.float64)
         self.episodes = EpisodeTracker(Kind.DRIFT, self.name, self.config_hash, float("nan"), self.quiet_windows)
         self.model: dict[str, Any] = {}
 
@@ -354,7 +379,8 @@ class DriftDetector(Detector):
         kept = _keep_mask(codes, self.block_size, self.block_cap)
         w = kept.astype(np.float64)
         sw = float(w.sum())
-        a_ref = float(_caller_square_sums(codes, kept, np.array([n]), n)[0])
+        vcodes = _variance_codes(codes, self.anonymous_run)
+        a_ref = float(_caller_square_sums(vcodes, kept, np.array([n]), n)[0])
         model: dict[str, Any] = {"d": d, "k": C.shape[1], "source": source}
         model["ref_period"] = {"start": float(ts.min()), "end": float(ts.max()), "n": int(n), "source": source}
 
@@ -495,12 +521,13 @@ class DriftDetector(Detector):
         mu = np.where(ind, np.clip(mu, floor_p, 1 - floor_p), mu)
         var = (w[:, None] * (S - mu) ** 2).sum(0) / sw
         var = np.where(ind, mu * (1 - mu), np.maximum(var, 0.25 / n))
-        tau2 = self._between_caller_variance(S[kept], codes[kept], var)
+        tau2 = self._between_caller_variance(S[kept], vcodes[kept], var)
         tau2 = np.clip(tau2, self.min_caller_correlation * var, var)
         sig_w = np.maximum(var - tau2, 0.0)
         vref = (tau2 * a_ref + sig_w * sw) / sw**2
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
         self._fit_tests(S[kept], model, d)
+        self._fit_covariance(bins, kept, vcodes, a_ref, model, d)
         self.model = model
 
         # calibration on a caller-resampled null stream
@@ -515,6 +542,7 @@ class DriftDetector(Detector):
         self.blocks = np.zeros((0, nch, self.n_bins_total), dtype=np.int64)
         self.block_cs = np.zeros((0, len(self.model["chan"])), dtype=np.float64)
         self.block_sw = np.zeros(0, dtype=np.int64)
+        self.block_pp = np.zeros((0, len(self.model.get("cov_mu", ()))), dtype=np.float64)
 
     def _fit_tests(self, S: np.ndarray, model: dict[str, Any], d: int) -> None:
         """Which columns are single tests, and the joint tests (column groups with whitening maps).
@@ -565,6 +593,94 @@ class DriftDetector(Detector):
             group_dof=np.array(g_dof, dtype=np.float64),
             group_gc=np.ones(len(g_names)),
         )
+
+    def _fit_covariance(
+        self, bins: np.ndarray, kept: np.ndarray, vcodes: np.ndarray, a_ref: float, model: dict[str, Any], d: int
+    ) -> None:
+        """The covariance test ``inputs:covariance``: second moments of Gaussianised, whitened inputs.
+
+        Every numeric feature is Gaussianised by its reference quantiles (normal score of the bin's
+        reference mid-rank, missing = 0), which makes heavy tails, counts and ratios harmless; the
+        scores ``g`` are whitened with their reference second-moment matrix (top ``cov_dims``
+        eigen-directions, eigenvalues below 1e-3 of the largest dropped): ``y = W g`` has identity
+        second moments on the reference. The test asks whether a window's mean of ``y y^T`` (its
+        ``r (r + 1) / 2`` distinct products) still matches the reference: the sum of the products'
+        squared caller-aware z-scores, i.e. a variance-weighted Frobenius distance of the window's
+        whitened covariance from the reference's, referred to a scaled chi-square whose scale and
+        degrees of freedom match the mean and variance of the statistic on the caller-resampled null
+        stream (Satterthwaite). ``g`` sits on a 2^-6 grid, ``W`` on 2^-10 and ``y`` on 2^-8, so
+        every sum of products is exact in float64 and independent of how batches were cut.
+        """
+        model["cov_r"] = 0
+        if d < 2 or self.cov_dims == 0:
+            return
+        nb = self.n_bins_total
+        w = kept.astype(np.float64)
+        sw = float(w.sum())
+        gtab = np.zeros((d, nb))
+        for c in range(d):
+            cnt = np.bincount(bins[:, c], weights=w, minlength=nb)[: nb - 1]
+            tot = float(cnt.sum())
+            if tot <= 0:
+                continue
+            u = (np.cumsum(cnt) - 0.5 * cnt) / tot
+            gtab[c, : nb - 1] = ndtri(np.clip(u, 1e-4, 1 - 1e-4))
+        gtab = np.round(gtab * 64.0) / 64.0
+        G = gtab[np.arange(d)[None, :], bins[:, :d]]
+        M2 = (G * w[:, None]).T @ G / sw
+        evals, evecs = np.linalg.eigh(M2)
+        if float(evals.max()) <= 1e-9:
+            return
+        order = np.argsort(-evals)
+        order = order[evals[order] > 1e-3 * float(evals.max())][: self.cov_dims]
+        r = len(order)
+        if r < 2:
+            return
+        Wc = np.round(evecs[:, order] / np.sqrt(evals[order]) * 1024.0) / 1024.0
+        iu = np.triu_indices(r)
+        model.update(
+            cov_r=r,
+            cov_gtab=gtab,
+            cov_w=Wc,
+            cov_a=evecs[:, order] * np.sqrt(evals[order]),
+            cov_ref=M2,
+            cov_iu=np.vstack(iu).astype(np.int64),
+        )
+        Y = self._whitened(bins, model)
+        P = Y[:, iu[0]] * Y[:, iu[1]]
+        mu = (w[:, None] * P).sum(0) / sw
+        var = np.maximum((w[:, None] * (P - mu) ** 2).sum(0) / sw, 1e-6)
+        # one between-caller share for the whole test (the median of the products' ANOVA shares):
+        # then each product's window variance is var_k * c(window) and the statistic is a plain
+        # sum of squares of pre-scaled products, the cheap form needed at 2,000 products
+        share = self._between_caller_variance(P[kept], vcodes[kept], var) / var
+        rho = float(np.clip(np.median(share), self.min_caller_correlation, 1.0))
+        c_ref = (rho * a_ref + (1.0 - rho) * sw) / sw**2
+        isd = 1.0 / np.sqrt(var)
+        model.update(cov_mu=mu * isd, cov_isd=isd, cov_rho=rho, cov_cref=c_ref)
+        model["group_names"] = [*model["group_names"], "inputs:covariance"]
+        model["group_dof"] = np.append(model["group_dof"], float(len(mu)))
+        model["group_gc"] = np.append(model["group_gc"], 1.0)
+
+    @staticmethod
+    def _whitened(bins: np.ndarray, model: dict[str, Any]) -> np.ndarray:
+        """Whitened Gaussian scores ``y`` (n x r) on a 2^-8 grid, clipped to +-8 (exact products)."""
+        d = model["d"]
+        G = model["cov_gtab"][np.arange(d)[None, :], bins[:, :d]]
+        # G and W are on coarse grids, so this product is exact whatever the BLAS blocking
+        return np.clip(np.round((G @ model["cov_w"]) * 256.0) / 256.0, -8.0, 8.0)
+
+    def _cov_q(self, colsum: np.ndarray, sw: np.ndarray, a: np.ndarray, live: bool) -> np.ndarray:
+        """Raw covariance statistics (sum of squared product z-scores) for windows (k x products)."""
+        m = self.model
+        swc = np.maximum(sw, 1.0)
+        rho = m["cov_rho"]
+        c = (rho * a + (1.0 - rho) * swc) / swc**2 + (m["cov_cref"] if live else 0.0)
+        # exact window sums, scaled only here (so nothing depends on how blocks were accumulated)
+        dev = colsum * m["cov_isd"]
+        dev *= (1.0 / swc)[:, None]
+        dev -= m["cov_mu"]
+        return np.asarray(np.einsum("kp,kp->k", dev, dev) / c)
 
     @staticmethod
     def _between_caller_variance(S: np.ndarray, codes: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -666,7 +782,7 @@ class DriftDetector(Detector):
         """Raw joint statistics ``|W_g z_g|^2`` (k x groups)."""
         m = self.model
         q = np.zeros((zw.shape[0], len(m["group_names"])))
-        for g, (cols, W) in enumerate(zip(m["group_cols"], m["group_maps"], strict=True)):
+        for g, (cols, W) in enumerate(zip(m["group_cols"], m["group_maps"], strict=True)):  # linear groups first
             y = np.einsum("kc,rc->kr", zw[:, cols], W)
             q[:, g] = (y**2).sum(1)
         return q
@@ -681,19 +797,21 @@ class DriftDetector(Detector):
         self,
         bins_c: np.ndarray,
         codes_c: np.ndarray,
-        state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int],
+        state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray],
         live: bool,
         keep_details: bool,
-    ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]:
+    ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]]:
         """Evaluate the closes of whole blocks ``bins_c`` (a multiple of ``block_size`` events).
 
-        ``state`` is ``(blocks, block_sums, block_kept, hist_codes, hist_keep, n_blocks)``: kept-event
-        bin counts, score sums and kept counts of the last blocks, caller codes and keep flags of the last ``max(window_sizes)`` events, and the
-        number of blocks before. Everything is vectorised over closes and window sizes.
+        ``state`` is ``(blocks, block_sums, block_kept, hist_codes, hist_keep, n_blocks, block_pp)``:
+        kept-event bin counts, score sums and kept counts of the last blocks, caller codes and keep
+        flags of the last ``max(window_sizes)`` events, the number of blocks before, and the last
+        blocks' sums of whitened products (covariance test). Everything is vectorised over closes
+        and window sizes.
         """
         step = self.block_size
         m = self.model
-        blocks, block_cs, block_sw, h_codes, h_keep, n_blocks = state
+        blocks, block_cs, block_sw, h_codes, h_keep, n_blocks, block_pp = state
         nch, nb = len(m["names"]), self.n_bins_total
         n = len(codes_c)
         J = n // step
@@ -711,9 +829,21 @@ class DriftDetector(Detector):
         cum = np.zeros((len(allcs) + 1, allcs.shape[1]))
         np.cumsum(allcs, axis=0, out=cum[1:])
         cum_sw = np.concatenate([[0], np.cumsum(allsw)])
+        r = int(m.get("cov_r", 0))
+        if r:
+            Y = self._whitened(bins_c, m) * keep_c[:, None]
+            Yb = Y.reshape(J, step, r)
+            iu = m["cov_iu"]
+            new_pp = np.matmul(Yb.transpose(0, 2, 1), Yb)[:, iu[0], iu[1]]
+            allpp = np.concatenate([block_pp, new_pp]) if len(block_pp) else new_pp
+            cum_pp = np.zeros((len(allpp) + 1, allpp.shape[1]))
+            np.cumsum(allpp, axis=0, out=cum_pp[1:])
+        else:
+            allpp = np.zeros((len(allsw), 0))
         nh = len(h_codes)
         span_codes = np.concatenate([h_codes, codes_c])
         span_keep = np.concatenate([h_keep, keep_c])
+        span_vcodes = _variance_codes(span_codes, self.anonymous_run)
         ends = nh + step * (1 + np.arange(J))
         cj = nb0 + 1 + np.arange(J)
         n_here = (n_blocks + 1 + np.arange(J)) * step
@@ -721,20 +851,28 @@ class DriftDetector(Detector):
         sw = np.empty((J, W))
         valid = np.empty((J, W), dtype=bool)
         a = np.empty((J, W))
+        ppsum = np.zeros((J, W, allpp.shape[1]))
         for w, L in enumerate(self.window_sizes):
             lo = np.maximum(cj - L // step, 0)
             colsum[:, w] = cum[cj] - cum[lo]
             sw[:, w] = cum_sw[cj] - cum_sw[lo]
             valid[:, w] = n_here >= L
-            a[:, w] = _caller_square_sums(span_codes, span_keep, ends, L)
+            a[:, w] = _caller_square_sums(span_vcodes, span_keep, ends, L)
+            if r:
+                ppsum[:, w] = cum_pp[cj] - cum_pp[lo]
         eff = sw**2 / np.maximum(a, 1.0)
         valid &= eff >= self.min_effective_callers
         z, zw = self._window_z(colsum.reshape(J * W, -1), sw.ravel(), a.ravel(), live)
         single = np.abs(z[:, m["tested"]]).max(1).reshape(J, W)
-        q = self._joint_q(zw).reshape(J, W, -1)
-        res: dict[str, Any] = {"single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff}
+        q = self._joint_q(zw)
+        if r:
+            q[:, -1] = self._cov_q(ppsum.reshape(J * W, -1), sw.ravel(), a.ravel(), live)
+        q = q.reshape(J, W, -1)
+        res: dict[str, Any] = {
+            "single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff, "sw": sw
+        }
         if keep_details:
-            res.update(z=z.reshape(J, W, -1), allb=allb, cj=cj)
+            res.update(z=z.reshape(J, W, -1), allb=allb, cj=cj, pp=ppsum)
         big = max(self.window_sizes)
         max_blocks = big // step
         new_state = (
@@ -744,6 +882,7 @@ class DriftDetector(Detector):
             span_codes[-big:].copy(),
             span_keep[-big:].copy(),
             n_blocks + J,
+            allpp[-max_blocks:].copy(),
         )
         return res, new_state
 
@@ -760,8 +899,10 @@ class DriftDetector(Detector):
         n_sim = self.calibration_events
         if n_sim < 30 * self.budget <= 400_000:
             n_sim = int(30 * self.budget)
-        # runs of consecutive events of one caller (an anonymous event is a run of its own)
-        brk = np.flatnonzero((codes[1:] != codes[:-1]) | (codes[1:] < 0)) + 1
+        # runs of consecutive events of one caller; anonymous events in runs of ``anonymous_run``
+        # positions (their pseudo-callers), so serial dependence among them is resampled too
+        vcodes = _variance_codes(codes, self.anonymous_run)
+        brk = np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1
         starts = np.concatenate([[0], brk])
         ends = np.concatenate([brk, [n]])
         lens = ends - starts
@@ -784,6 +925,7 @@ class DriftDetector(Detector):
             np.empty(0, np.int64),
             np.empty(0, bool),
             0,
+            np.zeros((0, len(self.model.get("cov_mu", ())))),
         )
         parts: list[dict[str, Any]] = []
         chunk = _CHUNK_BLOCKS * step
@@ -795,11 +937,27 @@ class DriftDetector(Detector):
         m = self.model
         valid = res["valid"]
         gc = np.ones(len(m["group_names"]))
-        for g, dof in enumerate(m["group_dof"]):
+        dofs = m["group_dof"].copy()
+        for g, dof in enumerate(dofs):
             qv = res["q"][..., g][valid]
-            if qv.size:
+            if not qv.size:
+                continue
+            if m["group_names"][g] == "inputs:covariance":
+                # Satterthwaite: scale and dof matching the simulated mean and variance, never
+                # narrower than the nominal chi-square (products of whitened scores are not
+                # independent on non-Gaussian data)
+                mean, var = float(qv.mean()), float(qv.var())
+                if mean > dof or var > 2 * dof:
+                    scale = max(var / (2 * mean), 1.0)
+                    gc[g], dofs[g] = scale, max(mean / scale, 1.0)
+                # and the far tail: if the simulated 99.9% point lies beyond the fitted scaled
+                # chi-square's, widen the scale until they agree (heavy-tailed products)
+                tail = float(np.quantile(qv, 0.999)) / (gc[g] * float(chdtri(dofs[g], 0.001)))
+                gc[g] *= max(tail, 1.0)
+            else:
                 gc[g] = max(1.0, float(np.median(qv)) / float(chdtri(dof, 0.5)))
         m["group_gc"] = gc
+        m["group_dof"] = dofs
         per_w, _, _ = self._statistic(res)
         stat = per_w.max(1)
         n_tests = int(m["tested"].sum()) + len(m["group_names"])
@@ -807,7 +965,7 @@ class DriftDetector(Detector):
         h, info = calibrate_threshold(stat, len(idx), self.budget, self.quiet_windows, tests_per_event)
         info["seed"] = int(self.context.seed)
         info["single_tests"] = int(m["tested"].sum())
-        info["joint_tests"] = {nm: {"dof": int(d), "genomic_control": round(float(c), 4)}
+        info["joint_tests"] = {nm: {"dof": round(float(d), 2), "genomic_control": round(float(c), 4)}
                                for nm, d, c in zip(m["group_names"], m["group_dof"], gc, strict=True)}
         return h, info
 
@@ -886,7 +1044,9 @@ class DriftDetector(Detector):
         stats: list[WindowStat],
     ) -> None:
         nh = len(self.hist_codes)
-        state = (self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks)
+        state = (
+            self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks, self.block_pp
+        )
         res, new_state = self._scan_chunk(bins_c, codes_c, state, True, True)
         span_ts = np.concatenate([self.hist_ts, ts_c])
         per_w, zeq, best_w = self._statistic(res)
@@ -916,7 +1076,9 @@ class DriftDetector(Detector):
                 stats.extend(
                     self._window_stats(res["z"][j, last], info, n_here // big - 1, float(span_ts[e - big]), close_ts, best)
                 )
-        self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks = new_state
+        (
+            self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks, self.block_pp
+        ) = new_state
         self.hist_ts = span_ts[-big:].copy()
 
     def _info(self, res: dict[str, Any], zeq: np.ndarray, j: int, w: int) -> dict[str, Any]:
@@ -927,6 +1089,10 @@ class DriftDetector(Detector):
             "joint_z": zeq[j, w],
             "joint_q": res["q"][j, w],
             "single": float(res["single"][j, w]),
+            "cov_mean": (
+                res["pp"][j, w] / max(float(res["sw"][j, w]), 1.0)
+                if "pp" in res and self.model.get("cov_r") else None
+            ),
         }
 
     def _prune_callers(self) -> None:
@@ -1019,6 +1185,7 @@ class DriftDetector(Detector):
                 }
             )
         joint.sort(key=lambda t: -(t["z"] or 0.0))
+        pairs = self._covariance_pairs(info.get("cov_mean"))
         trigger = "single"
         if len(joint) and joint[0]["z"] is not None and joint[0]["z"] >= info["single"]:
             trigger = joint[0]["test"]
@@ -1027,7 +1194,7 @@ class DriftDetector(Detector):
             col = int(np.argmax(tested))
             trigger = f"{names[int(m['chan'][col])]} ({labels[col]})"
         return {
-            "summary": self._summary(trigger, top, stat, L),
+            "summary": self._summary(trigger, pairs if trigger == "inputs:covariance" else top, stat, L),
             "trigger_test": trigger,
             "statistic": round(stat, 4),
             "threshold": round(float(self.threshold), 4),
@@ -1042,16 +1209,52 @@ class DriftDetector(Detector):
             "effective_callers": round(float(info.get("effective_callers", 0.0)), 2),
             "events_since_reference": int(n_mon_here),
             "top": top,
+            "covariance": pairs,
             "reference_period": dict(m["ref_period"]),
             "config_hash": self.config_hash,
             "events_between_false_alarms": self.budget,
             "calibration": dict(self.calibration),
         }
 
+    def _covariance_pairs(self, cov_mean: np.ndarray | None) -> list[dict[str, Any]]:
+        """Feature pairs whose correlation (of Gaussianised scores) moved most in the window."""
+        m = self.model
+        if cov_mean is None or not m.get("cov_r"):
+            return []
+        r = int(m["cov_r"])
+        My = np.zeros((r, r))
+        iu = m["cov_iu"]
+        My[iu[0], iu[1]] = cov_mean
+        My[iu[1], iu[0]] = cov_mean
+        A = m["cov_a"]
+        Mg = A @ My @ A.T
+
+        def corr(M: np.ndarray) -> np.ndarray:
+            s = np.sqrt(np.maximum(np.diag(M), 1e-12))
+            return np.asarray(M / np.outer(s, s))
+
+        cur, ref = corr(Mg), corr(m["cov_ref"])
+        i, j = np.triu_indices(len(cur), 1)
+        delta = np.abs(cur[i, j] - ref[i, j])
+        feats = self._numeric_names(m["d"])
+        out = []
+        for k in np.argsort(-delta, kind="stable")[: self.top_k]:
+            a, b = int(i[k]), int(j[k])
+            out.append(
+                {"features": [feats[a], feats[b]], "reference_corr": _r(ref[a, b]), "current_corr": _r(cur[a, b])}
+            )
+        return out
+
     def _summary(self, trigger: str, top: list[dict[str, Any]], stat: float, L: int) -> str:
         """One human line: what moved, by how much, window, statistic vs threshold."""
         parts = []
         for e in top[:4]:
+            if "features" in e:
+                parts.append(
+                    f"corr({e['features'][0]}, {e['features'][1]}) {e['reference_corr'] or 0:+.2f} -> "
+                    f"{e['current_corr'] or 0:+.2f}"
+                )
+                continue
             nm = e["stat"].split(":", 1)[1] if ":" in e["stat"] else e["stat"]
             if "ks_distance" in e:
                 ref, cur = e["reference"], e["current"]
@@ -1077,6 +1280,7 @@ class DriftDetector(Detector):
             "inputs:spread": "input spreads (joint test)",
             "outputs:summaries": "confidence/margin/entropy (joint test)",
             "output:prediction:mix": "predicted-class mix (joint test)",
+            "inputs:covariance": "input correlations (covariance test)",
         }.get(trigger, trigger)
         return (
             f"drift in {what}: {', '.join(parts)}; window {L} events; "
@@ -1150,6 +1354,7 @@ class DriftDetector(Detector):
         st["blocks"] = self.blocks.copy()
         st["block_cs"] = self.block_cs.copy()
         st["block_sw"] = self.block_sw.copy()
+        st["block_pp"] = self.block_pp.copy()
         st["episode"] = self.episodes.state()
         return st
 
@@ -1185,6 +1390,12 @@ class DriftDetector(Detector):
         mdl["group_names"] = list(mdl["group_names"])
         mdl["group_cols"] = [np.asarray(c, dtype=np.int64) for c in mdl["group_cols"]]
         mdl["group_maps"] = [np.asarray(c, dtype=np.float64) for c in mdl["group_maps"]]
+        for key in ("cov_gtab", "cov_w", "cov_a", "cov_ref", "cov_mu", "cov_isd"):
+            if key in mdl:
+                mdl[key] = np.asarray(mdl[key], dtype=np.float64)
+        if "cov_iu" in mdl:
+            mdl["cov_iu"] = np.asarray(mdl["cov_iu"], dtype=np.int64).reshape(2, -1)
+        mdl["cov_r"] = int(mdl.get("cov_r", 0))
         for key in ("pca_med", "pca_scale", "pca_isd", "pca_basis"):
             if key in mdl:
                 mdl[key] = np.asarray(mdl[key], dtype=np.float64)
@@ -1206,6 +1417,8 @@ class DriftDetector(Detector):
         self.blocks = np.asarray(state["blocks"], dtype=np.int64).reshape(-1, len(mdl["names"]), self.n_bins_total)
         self.block_cs = np.asarray(state["block_cs"], dtype=np.float64).reshape(-1, len(mdl["chan"]))
         self.block_sw = np.asarray(state["block_sw"], dtype=np.int64)
+        npp = len(mdl.get("cov_mu", ()))
+        self.block_pp = np.asarray(state["block_pp"], dtype=np.float64).reshape(len(self.block_sw), npp)
         self.episodes.load(state["episode"])
 
 

@@ -217,7 +217,8 @@ def test_robust_reference_outliers() -> None:
     X[4000:, 0] += 0.6
     schema = FeatureSchema(("a", "b"))
     det = DriftDetector(ctx(schema=schema), **FAST)
-    out = det.process(batch_from_arrays(X, schema=schema, route=ROUTE))
+    cids: list[str | None] = [f"c{i}" for i in range(len(X))]  # independent callers (not anonymous)
+    out = det.process(batch_from_arrays(X, schema=schema, route=ROUTE, client_ids=cids))
     assert out.findings and out.findings[0].explanation["top"][0]["stat"] == "feature:a"
     assert det.model["ref_loc"][0] < 0.2
 

@@ -68,7 +68,11 @@ def test_prior_shift_detected_within_300_events() -> None:
 
 
 def test_class_mix_alone_is_one_joint_test() -> None:
-    """Only the predicted-class distribution moves (inputs unchanged): the class-mix test fires."""
+    """Only the predicted-class distribution moves (inputs unchanged): the class-mix test fires.
+
+    Events carry distinct client ids: anonymous events would be treated as serially dependent
+    (pseudo-callers of ``anonymous_run`` consecutive events), which is not what this test is about.
+    """
     rng = np.random.default_rng(5)
     n, d = 6000, 3
     X = rng.normal(size=(n, d))
@@ -77,7 +81,8 @@ def test_class_mix_alone_is_one_joint_test() -> None:
     cls = np.concatenate([rng.choice(4, size=CHANGE, p=p_ref), rng.choice(4, size=n - CHANGE, p=p_new)])
     schema = FeatureSchema(("a", "b", "c"))
     det = DriftDetector(DetectorContext(RouteKey("m", "1"), schema, seed=0), **FAST)
-    out = det.process(batch_from_arrays(X, prediction=[str(c) for c in cls], schema=schema))
+    cids: list[str | None] = [f"c{i}" for i in range(n)]
+    out = det.process(batch_from_arrays(X, prediction=[str(c) for c in cls], client_ids=cids, schema=schema))
     assert out.findings
     f = out.findings[0]
     assert f.explanation["trigger_test"] == "output:prediction:mix"
