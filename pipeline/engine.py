@@ -25,6 +25,7 @@ from detectors.base import (
     Finding,
     Kind,
     Severity,
+    StateMismatchError,
     stable_hash,
 )
 from pipeline import rows
@@ -105,6 +106,7 @@ class Engine:
         self.run = run
         self.config_hash = config.config_hash()
         self.scopes: dict[int, ScopeState] = {}
+        self._notices: list[tuple[RouteKey, Finding]] = []  # raised by restore, written with the next batch
         builtin.load()
         for name in self._configured_detector_names():
             if name not in REGISTRY and name not in DEFAULT_DETECTORS:
@@ -153,7 +155,8 @@ class Engine:
         result = BatchResult()
         groups: dict[RouteKey, list[PredictionEvent]] = defaultdict(list)
         outcomes: dict[RouteKey, list[tuple[str, float, float, float]]] = defaultdict(list)
-        dq: list[tuple[RouteKey, Finding]] = []
+        dq: list[tuple[RouteKey, Finding]] = self._notices
+        self._notices = []
 
         for msg in messages:
             scope = self.scope(msg.partition)
@@ -363,11 +366,31 @@ class Engine:
             state = RouteState(route, ev, self._make_detectors(route, ev), len(s.route_order))
             state.signatures = list(r["signatures"])
             state.naive_ts = int(r["naive_ts"])
-            for det, det_state in zip(state.detectors, r["detectors"], strict=True):
-                det.load_state_dict(det_state)
+            saved = {d.get("detector"): d for d in r["detectors"]}
+            for det in state.detectors:
+                self._load_detector(det, saved.get(det.name), route, s.watermark)
             s.routes[route] = state
             s.route_order.append(route)
         self.scopes[partition] = s
+
+
+    def _load_detector(self, det: Detector, snap: dict[str, Any] | None, route: RouteKey, watermark: float) -> None:
+        """Restore one detector; one that cannot be restored (an upgrade changed its version or
+        parameters, or it is new) starts fresh, with a ``data_quality`` notice instead of a crash loop."""
+        if snap is not None:
+            try:
+                det.load_state_dict(snap)
+                return
+            except StateMismatchError as exc:
+                reason = str(exc)
+        else:
+            reason = f"{det.name}: no saved state in the checkpoint"
+        log.warning("%s on %s: starting fresh (%s)", det.name, route.label, reason)
+        ts = watermark if watermark > float("-inf") else 0.0
+        self._notices.append((route, self._dq_finding(
+            "restore", f"restore:{route.label}:{det.name}:{det.config_hash}", ts, 1.0,
+            {"summary": f"{det.name} could not resume from the checkpoint and starts a new reference period",
+             "reason": reason, "detector": det.name}, Severity.WARNING)))
 
 
 def _alert_points(first: int) -> set[int]:

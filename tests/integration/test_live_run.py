@@ -90,8 +90,10 @@ def test_poison_message_goes_to_dead_letters_and_partition_continues(kafka_broke
 
 
 def test_two_consumers_split_partitions_exactly_once(kafka_broker: str, unique_name: str, tmp_path: object) -> None:
+    import time
+
     pred, lab = f"p-{unique_name}", f"l-{unique_name}"
-    simulate(settings(kafka_broker), predictions_topic=pred, labels_topic=lab, n_events=8000, seed=9, partitions=4)
+    ensure_topics(kafka_broker, {pred: 4, lab: 4})
     url = f"sqlite:///{tmp_path}/shared.db"
     Store(make_engine(url))
     cfg = MonitorConfig(batch_size=300, checkpoint_every_events=600)
@@ -100,11 +102,13 @@ def test_two_consumers_split_partitions_exactly_once(kafka_broker: str, unique_n
     def consume(name: str) -> None:
         store = Store(make_engine(url))
         results[name] = run_live(store, cfg, settings(kafka_broker), run="live", group=f"g-{unique_name}",
-                                 predictions_topic=pred, labels_topic=lab, until_idle=6.0, stop=StopFlag())
+                                 predictions_topic=pred, labels_topic=lab, until_idle=15.0, stop=StopFlag())
 
     threads = [threading.Thread(target=consume, args=(n,)) for n in ("a", "b")]
     for t in threads:
         t.start()
+    time.sleep(6)  # both members join the group (and split the partitions) before traffic starts
+    simulate(settings(kafka_broker), predictions_topic=pred, labels_topic=lab, n_events=8000, seed=9, partitions=4)
     for t in threads:
         t.join(timeout=240)
     assert not any(t.is_alive() for t in threads)

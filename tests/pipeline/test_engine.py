@@ -118,3 +118,17 @@ def test_partitions_keep_separate_state() -> None:
     b = eng.process(moved)
     assert a.events == b.events  # partition 1 did not see partition 0's ids as redeliveries
     assert {r["partition"] for r in b.flagged} == {1}
+
+
+def test_a_detector_that_cannot_resume_starts_fresh_with_a_notice() -> None:
+    eng = Engine(config(), "r")
+    eng.process(stream(300))
+    snap = eng.snapshot(0)
+    snap["routes"][0]["detectors"][0]["state_version"] = 999  # as if written by another release
+    other = Engine(config(), "r")
+    other.restore(0, snap)
+    (first_route,) = [r for r in other.scope(0).route_order if r.model == snap["routes"][0]["model"]]
+    assert other.scope(0).routes[first_route].detectors[0].seen == 0  # fresh
+    out = other.process(stream(10, seed=5))
+    notices = [a for a in out.alerts if a["detector"] == "data_quality.restore"]
+    assert len(notices) == 1 and "state_version" in notices[0]["explanation"]
