@@ -50,6 +50,8 @@ def _load_object(value: bytes, max_bytes: int) -> dict[str, Any]:
 
 def _string(obj: dict[str, Any], key: str, max_len: int, required: bool) -> str | None:
     value = obj.get(key)
+    if type(value) is str and 0 < len(value) <= max_len:  # the common case, checked first
+        return value
     if value is None:
         if key in obj:
             raise DecodeError(f"{key} must be a string, got null")
@@ -89,6 +91,7 @@ def _ts(obj: dict[str, Any]) -> tuple[float, bool]:
 
 
 _ARRAY_ITEM_TYPES = frozenset({int, float, type(None)})
+_NUMBER_TYPES = frozenset({int, float})
 _OBJECT_VALUE_TYPES = frozenset({int, float, str, bool, type(None)})
 
 
@@ -133,6 +136,12 @@ def _probabilities(value: object) -> dict[str, float] | None:
         raise DecodeError("probabilities is empty")
     if len(probs) > MAX_CLASSES:
         raise DecodeError(f"more than {MAX_CLASSES} classes in probabilities")
+    values = probs.values()
+    if set(map(type, values)) <= _NUMBER_TYPES and min(values) >= 0 and max(values) <= 1:
+        total = sum(values)
+        if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+            raise DecodeError(f"probabilities sum to {total:.4f}, not 1 within {PROBABILITY_SUM_TOLERANCE}")
+        return probs
     total = 0.0
     for k, v in probs.items():
         if not _is_number(v):

@@ -35,6 +35,9 @@ def parse_ts(value: object) -> tuple[float, bool]:
         return ts, False
     if not isinstance(value, str):
         raise TimestampError(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+    fast = _parse_utc_fast(value)
+    if fast is not None:
+        return fast, False
     if not (19 <= len(value) <= 40) or value[4:5] != "-" or value[10:11] not in ("T", "t", " "):
         raise TimestampError(f"ts {value[:40]!r} is not an RFC 3339 date-time")
     try:
@@ -48,6 +51,38 @@ def parse_ts(value: object) -> tuple[float, bool]:
     if ts < 0 or ts >= MAX_EPOCH:
         raise TimestampError(f"ts {value!r} is out of range")
     return round(ts, 6), naive
+
+
+def _parse_utc_fast(value: str) -> float | None:
+    """``YYYY-MM-DDTHH:MM:SS[.fraction]Z``, the common form, without building a datetime per event."""
+    n = len(value)
+    if n < 20 or value[-1] != "Z" or value[10] != "T" or (n > 20 and value[19] != "."):
+        return None
+    base = _second_epoch(value[:19])
+    if base is None:
+        return None
+    if n == 20:
+        return float(base)
+    frac = value[20:-1]
+    if not (1 <= len(frac) <= 9 and frac.isdigit() and frac.isascii()):
+        return None
+    micros = frac[:6]  # like datetime.fromisoformat: microsecond resolution, extra digits dropped
+    return round(base + int(micros) / 10 ** len(micros), 6)
+
+
+@lru_cache(maxsize=8192)
+def _second_epoch(prefix: str) -> int | None:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM:SS`` read as UTC, or None if it is not such a date-time."""
+    if not (prefix[:4].isdigit() and prefix.isascii()):
+        return None
+    try:
+        dt = datetime.fromisoformat(prefix).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    ts = dt.timestamp()
+    if ts < 0 or ts >= MAX_EPOCH:
+        return None
+    return int(ts)
 
 
 def format_ts(ts: float | None) -> str | None:

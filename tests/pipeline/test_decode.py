@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import orjson
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.decode import DecodeError, class_key, decode_label, decode_prediction
+from pipeline.timefmt import parse_ts
 
 BASE = {"event_id": "e1", "ts": "2026-11-26T06:33:34.120Z", "model": "digits", "features": [0.0, 0.5],
         "prediction": "7"}
@@ -146,3 +148,13 @@ def test_hostile_objects_are_accepted_only_if_valid(obj: dict[str, object]) -> N
 def test_valid_numeric_vectors_round_trip(values: list[float | None]) -> None:
     ev = decode_prediction(enc({**BASE, "features": values}))
     assert ev.features == values
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2999, 12, 30)),
+       st.sampled_from(["", ".1", ".12", ".123", ".123456", ".123456789"]))
+def test_fast_timestamp_path_agrees_with_the_general_parser(moment: datetime, fraction: str) -> None:
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction
+    fast, _ = parse_ts(text + "Z")
+    general, _ = parse_ts(text + "+00:00")  # same instant, through datetime.fromisoformat
+    assert fast == general
