@@ -80,9 +80,9 @@ def main() -> None:
     write_jsonl(plan(args.scenario, n_events=n, seed=3), p, lab)
     timed("replay to SQLite (default detectors)", n,
           lambda: replay_file(Store(make_engine(f"sqlite:///{work}/tp.db")), default, p, lab))
-    if args.pg:
+    if args.pg:  # a run name of its own, so an earlier benchmark's finished run is not mistaken for this one
         timed("replay to PostgreSQL (default detectors)", n,
-              lambda: replay_file(Store(make_engine(args.pg)), default, p, lab))
+              lambda: replay_file(Store(make_engine(args.pg)), default, p, lab, run=f"throughput-{work.name}"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from detectors.base import (
 from pipeline import rows
 from pipeline.config import DEFAULT_DETECTORS, STREAM_DETECTORS, ConfigError, MonitorConfig
 from pipeline.decode import DecodeError, class_key, decode_label, decode_prediction
-from pipeline.events import OutcomeBatch, PredictionEvent, RawMessage, RouteKey
+from pipeline.events import EventBatch, OutcomeBatch, PredictionEvent, RawMessage, RouteKey
 from pipeline.memory import PendingPredictions, RecentIds
 from pipeline.reference import accepts_reference, load_reference
 from pipeline.routing import build_batch, conforms, describe_features, learn_schema
@@ -81,6 +81,7 @@ class ScopeState:
         self.pending = PendingPredictions(config.max_pending_labels, config.label_ttl_seconds)
         self.routes: dict[RouteKey, RouteState] = {}
         self.route_order: list[RouteKey] = []
+        self.route_keys: dict[tuple[str, str | None], RouteKey] = {}
         self.watermark = float("-inf")
         self.events = 0
         self.duplicates = 0
@@ -158,12 +159,13 @@ class Engine:
         dq: list[tuple[RouteKey, Finding]] = self._notices
         self._notices = []
 
+        next_offsets: dict[tuple[str, int], int] = {}
+        scope = None
         for msg in messages:
-            scope = self.scope(msg.partition)
-            scope.dirty = True
-            pos_key = f"{msg.source}:{msg.partition}"
-            scope.positions[pos_key] = msg.offset + 1
-            result.positions[pos_key] = msg.offset + 1
+            if scope is None or scope.partition != msg.partition:
+                scope = self.scope(msg.partition)
+                scope.dirty = True
+            next_offsets[(msg.source, msg.partition)] = msg.offset + 1
             try:
                 if msg.stream == "labels":
                     label = decode_label(msg.value, self.config.max_message_bytes)
@@ -186,7 +188,10 @@ class Engine:
                 scope.duplicates += 1
                 result.duplicates += 1
                 continue
-            route = RouteKey(event.model, event.model_version, msg.partition)
+            route = scope.route_keys.get((event.model, event.model_version))
+            if route is None:
+                route = scope.route_keys[(event.model, event.model_version)] = RouteKey(
+                    event.model, event.model_version, msg.partition)
             state = scope.routes.get(route)
             if state is None:
                 state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event),
@@ -212,14 +217,15 @@ class Engine:
             else:
                 scope.pending.add(event.event_id, state.index, predicted, event.ts)
 
+        for (source, partition), offset in next_offsets.items():
+            key = f"{source}:{partition}"
+            self.scopes[partition].positions[key] = result.positions[key] = offset
         for route, events in groups.items():
             state = self.scope(route.partition).routes[route]
             batch = build_batch(route, state.schema, events)
-            payloads = dict(zip(batch.event_ids, batch.payloads, strict=True))
-            ts_by_id = dict(zip(batch.event_ids, batch.ts.tolist(), strict=True))
             for det in state.detectors:
                 if det.consumes == "events":
-                    self._collect(result, route, det.process(batch), payloads, ts_by_id)
+                    self._collect(result, route, det.process(batch), batch)
         for route, rows_ in outcomes.items():
             state = self.scope(route.partition).routes[route]
             ob = OutcomeBatch(
@@ -231,7 +237,7 @@ class Engine:
             )
             for det in state.detectors:
                 if det.consumes == "outcomes":
-                    self._collect(result, route, det.process_outcomes(ob), {}, {})
+                    self._collect(result, route, det.process_outcomes(ob), None)
         for route, finding in dq:
             self._add_finding(result, route, finding)
         for scope in self.scopes.values():
@@ -306,13 +312,15 @@ class Engine:
              "last_position": f"{msg.source}:{msg.partition}:{msg.offset}"},
             Severity.WARNING, update=not first)
 
-    def _collect(self, result: BatchResult, route: RouteKey, out: DetectorOutput,
-                 payloads: dict[str, dict[str, Any]], ts_by_id: dict[str, float]) -> None:
+    def _collect(self, result: BatchResult, route: RouteKey, out: DetectorOutput, batch: EventBatch | None) -> None:
         for f in out.findings:
             self._add_finding(result, route, f)
-        for fl in out.flagged:
-            if fl.event_id in payloads:
-                result.flagged.append(rows.flagged_row(self.run, route, fl, ts_by_id[fl.event_id], payloads[fl.event_id]))
+        if out.flagged and batch is not None:
+            where = {eid: i for i, eid in enumerate(batch.event_ids)}
+            for fl in out.flagged:
+                i = where.get(fl.event_id)
+                if i is not None:
+                    result.flagged.append(rows.flagged_row(self.run, route, fl, float(batch.ts[i]), batch.payloads[i]))
         result.stats.extend(rows.stat_row(self.run, route, s) for s in out.stats)
 
     def _add_finding(self, result: BatchResult, route: RouteKey, f: Finding) -> None:
