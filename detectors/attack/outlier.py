@@ -39,8 +39,11 @@ using fresh accounts, are not a population shift and cannot make the detector fo
 reference. When the CUSUM exceeds ``log(shift_arl)`` (``shift_arl``: a
 lower bound on the expected events between false alarms of this test at the budget), the route
 is in a *population shift*: a fresh caller-capped reference is collected from the following
-events, per-event findings in the meantime carry severity ``info`` and say so, and once complete
-the new reference replaces the old one (recorded in state and in every later explanation). All
+events. The alert of the event that completed the alarm says that per-event alerts pause; in the
+meantime atypical events are returned only as ``FlaggedEvent`` rows (for review, with the shift in
+their reason), never as findings: "atypical for a reference the population has left" is not evidence
+about one event, and one alert per such event is exactly the storm a reviewer cannot use. Once
+complete the new reference replaces the old one (recorded in state and in every later explanation). All
 counts are in events, decided event by event, so batch boundaries do not matter.
 
 Kind rule (documented for reviewers): a flagged event is ``adversarial`` when the off-manifold
@@ -352,7 +355,8 @@ class OutlierDetector(Detector):
                 self._repeat_pass(batch, start, raw_hit[raw_hit < end - start], commit=True)
             h = np.flatnonzero(hit[: end - start])
             if h.size:
-                self._emit(batch, start, h, X, s, r, m, a, findings, flagged)
+                self._emit(batch, start, h, X, s, r, m, a, findings, flagged,
+                           alarm_row=None if alarm is None else start + alarm)
             if alarm is not None:
                 k = start + alarm
                 self.shift = {"at_event": batch.event_ids[k], "at_ts": float(batch.ts[k]),
@@ -372,13 +376,13 @@ class OutlierDetector(Detector):
                 self.shift = None
                 self._next = None
             start = end
-        if not findings:
+        if not findings and not flagged:
             return EMPTY_OUTPUT
         return DetectorOutput(findings=tuple(findings), flagged=tuple(flagged))
 
     def _emit(self, batch: EventBatch, start: int, h: np.ndarray, X: np.ndarray, s: np.ndarray,
               r: np.ndarray, m: np.ndarray, a: np.ndarray, findings: list[Finding],
-              flagged: list[FlaggedEvent]) -> None:
+              flagged: list[FlaggedEvent], alarm_row: int | None = None) -> None:
         mdl = self._model
         assert mdl is not None
         self.n_flagged += int(h.size)
@@ -401,10 +405,7 @@ class OutlierDetector(Detector):
             row = Zh[q]
             top = np.argsort(-row, kind="stable")[:5]
             ratio = float(s[i] / self.threshold)
-            if shift is not None:
-                sev = Severity.INFO
-            else:
-                sev = Severity.CRITICAL if ratio >= 3.0 else Severity.WARNING
+            sev = Severity.CRITICAL if ratio >= 3.0 else Severity.WARNING
             stat = max((("off-subspace energy", r[i]), ("in-subspace distance", m[i]),
                         ("departures from exact reference values", a[i])), key=lambda t: t[1])
             feats = ", ".join(
@@ -418,8 +419,18 @@ class OutlierDetector(Detector):
             if low_margin:
                 summary += f"; answer margin {margin[i]:.3f} below the reference's {self.margin_quantile:.0%} quantile"
             if shift is not None:
+                # in a population shift "atypical for the old reference" is not evidence about this
+                # event: it is kept as a flagged event for review, not raised as an alert
                 summary += (f"; route in a population shift since event {shift['at_event']} "
-                            f"(reference being refreshed: {self._next.n if self._next else 0}/{self.reference_events})")
+                            f"(reference being refreshed: {self._next.n if self._next else 0}/{self.reference_events}); "
+                            "no alert raised")
+                flagged.append(FlaggedEvent(batch.event_ids[k], self.name, float(s[i]), self.threshold, summary,
+                                            batch.client_ids[k]))
+                continue
+            if k == alarm_row:
+                summary += ("; this flag completed a population shift of the route (flags of established "
+                            "callers well above the budget): further per-event alerts are paused and "
+                            "atypical events only recorded as flagged until the reference is refreshed")
             elif self.refreshes:
                 summary += f"; reference refreshed at event {self.refreshes[-1]['at_event']} after a population shift"
             expl: dict[str, Any] = {
@@ -442,6 +453,7 @@ class OutlierDetector(Detector):
                 "reference_caller_cap": self.caller_cap,
                 "reference_period": list(self._ref_span),
                 "population_shift": dict(shift) if shift is not None else None,
+                "population_shift_starts_here": k == alarm_row,
                 "reference_refreshed": dict(self.refreshes[-1]) if self.refreshes else None,
                 "event_fpr": self.context.event_fpr,
                 "config_hash": self.config_hash,
