@@ -230,6 +230,10 @@ class DriftDetector(Detector):
         consecutive blocks (a stricter cap than ``caller_cap``): products of near-identical points
         all push the second moments the same way, so one persistent caller must hold only a small
         share of any window.
+    cov_min_events : float, default 2.0
+        The covariance test is evaluated only on windows with at least ``cov_min_events * r``
+        events it keeps (``r`` whitened directions): with fewer, the window's second moments are
+        too noisy for a chi-square-like null.
     anonymous_run : int, default 50
         Events without a ``client_id`` are grouped, for the variance model only, into
         pseudo-callers of this many consecutive positions.
@@ -243,7 +247,8 @@ class DriftDetector(Detector):
     >>> det = DriftDetector(ctx, calibration_events=20000)
     >>> X = rng.normal(size=(5000, 3))
     >>> X[3500:, 1] += 1.0  # feature "b" moves at event 3500: flagged 50 events later
-    >>> out = det.process(batch_from_arrays(X, schema=ctx.schema))
+    >>> callers = [f"c{i}" for i in rng.integers(0, 500, size=5000)]
+    >>> out = det.process(batch_from_arrays(X, schema=ctx.schema, client_ids=callers))
     >>> f = out.findings[0]
     >>> f.trigger_event_id, f.explanation["top"][0]["stat"]
     ('e3549', 'feature:b')
@@ -273,6 +278,7 @@ class DriftDetector(Detector):
         top_k: int = 5,
         cov_dims: int = 32,
         cov_caller_blocks: int = 8,
+        cov_min_events: float = 2.0,
         anonymous_run: int = 50,
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
@@ -294,6 +300,7 @@ class DriftDetector(Detector):
             top_k=top_k,
             cov_dims=cov_dims,
             cov_caller_blocks=cov_caller_blocks,
+            cov_min_events=cov_min_events,
             anonymous_run=anonymous_run,
         )
         if int(reference_size) < 200:
@@ -331,6 +338,8 @@ class DriftDetector(Detector):
                 f"cov_caller_blocks must be >= 1 with (cov_caller_blocks - 1) * block_size <= max(window_sizes), "
                 f"got {cov_caller_blocks}"
             )
+        if float(cov_min_events) < 0.0:
+            raise ValueError(f"cov_min_events must be >= 0, got {cov_min_events}")
         if int(anonymous_run) < 1:
             raise ValueError(f"anonymous_run must be >= 1, got {anonymous_run}")
         if context.events_between_false_alarms <= 0:
@@ -354,6 +363,8 @@ class DriftDetector(Detector):
         self.top_k = int(top_k)
         self.cov_dims = int(cov_dims)
         self.cov_caller_blocks = int(cov_caller_blocks)
+        self.cov_clip_quantile = 0.9
+        self.cov_min_events = float(cov_min_events)
         self.cov_step = self.cov_caller_blocks * self.block_size
         # caller history kept between chunks: the largest window plus enough to know, for every
         # event a window can reach, whether its caller already appeared in its covariance super-block
@@ -705,6 +716,11 @@ class DriftDetector(Detector):
             cov_ref=M2,
             cov_iu=np.vstack(iu).astype(np.int64),
         )
+        # influence bound: an event's whitened vector is shrunk to the reference's 90% quantile of
+        # |y|^2, so the products of one atypical event (|y y^T| = |y|^2) cannot dominate a window
+        model["cov_c2"] = np.inf
+        y2 = (self._whitened(bins[kept], model) ** 2).sum(1)
+        model["cov_c2"] = float(np.ceil(np.quantile(y2, self.cov_clip_quantile)))
         Y = self._whitened(bins, model)
         P = Y[:, iu[0]] * Y[:, iu[1]]
         mu = (w[:, None] * P).sum(0) / sw
@@ -723,11 +739,19 @@ class DriftDetector(Detector):
 
     @staticmethod
     def _whitened(bins: np.ndarray, model: dict[str, Any]) -> np.ndarray:
-        """Whitened Gaussian scores ``y`` (n x r) on a 2^-8 grid, clipped to +-8 (exact products)."""
+        """Whitened Gaussian scores ``y`` (n x r) on a 2^-8 grid, clipped to +-8 (exact products).
+
+        Rows with ``|y|^2 > cov_c2`` are shrunk onto that sphere (before the final rounding), which
+        bounds every event's contribution to the second moments. Each row's scale depends on that
+        row alone, so the result does not depend on how the stream was cut into batches.
+        """
         d = model["d"]
         G = model["cov_gtab"][np.arange(d)[None, :], bins[:, :d]]
         # G and W are on coarse grids, so this product is exact whatever the BLAS blocking
-        return np.clip(np.round((G @ model["cov_w"]) * 256.0) / 256.0, -8.0, 8.0)
+        Y = G @ model["cov_w"]
+        n2 = np.einsum("ij,ij->i", Y, Y)
+        shrink = np.sqrt(np.minimum(1.0, model["cov_c2"] / np.maximum(n2, 1e-12)))
+        return np.clip(np.round(Y * shrink[:, None] * 256.0) / 256.0, -8.0, 8.0)
 
     def _cov_q(self, colsum: np.ndarray, sw: np.ndarray, a: np.ndarray, live: bool) -> np.ndarray:
         """Raw covariance statistics (sum of squared product z-scores) for windows (k x products)."""
@@ -938,7 +962,9 @@ class DriftDetector(Detector):
         q = self._joint_q(zw)
         if r:
             pp2 = ppsum.reshape(J * W, -1)
-            q[:, -1] = self._cov_q(pp2[:, :-1], pp2[:, -1], a_cov.ravel(), live)
+            qc = self._cov_q(pp2[:, :-1], pp2[:, -1], a_cov.ravel(), live)
+            # too few kept events for r(r+1)/2 products: the statistic is not tested (reads 0)
+            q[:, -1] = np.where(pp2[:, -1] >= self.cov_min_events * r, qc, 0.0)
         q = q.reshape(J, W, -1)
         res: dict[str, Any] = {
             "single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff, "sw": sw
@@ -1015,6 +1041,9 @@ class DriftDetector(Detector):
             if not qv.size:
                 continue
             if m["group_names"][g] == "inputs:covariance":
+                qv = qv[qv > 0]  # windows with too few kept events are not tested
+                if not qv.size:
+                    continue
                 # Satterthwaite: scale and dof matching the simulated mean and variance, never
                 # narrower than the nominal chi-square (products of whitened scores are not
                 # independent on non-Gaussian data)
@@ -1462,6 +1491,8 @@ class DriftDetector(Detector):
         mdl["group_names"] = list(mdl["group_names"])
         mdl["group_cols"] = [np.asarray(c, dtype=np.int64) for c in mdl["group_cols"]]
         mdl["group_maps"] = [np.asarray(c, dtype=np.float64) for c in mdl["group_maps"]]
+        if "cov_c2" in mdl:
+            mdl["cov_c2"] = float(mdl["cov_c2"])
         for key in ("cov_gtab", "cov_w", "cov_a", "cov_ref", "cov_mu", "cov_isd"):
             if key in mdl:
                 mdl[key] = np.asarray(mdl[key], dtype=np.float64)
