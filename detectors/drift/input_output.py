@@ -223,7 +223,7 @@ class DriftDetector(Detector):
         30 budgets, capped at 400000, when the budget is small enough to calibrate empirically).
     top_k : int, default 5
         Contributors listed in an explanation.
-    cov_dims : int, default 32
+    cov_dims : int, default 16
         Whitened directions of the covariance test ``inputs:covariance`` (0 disables it).
     cov_caller_blocks : int, default 8
         The covariance test counts at most one event per caller in every ``cov_caller_blocks``
@@ -276,7 +276,7 @@ class DriftDetector(Detector):
         quiet_windows: int = 5,
         calibration_events: int = 100_000,
         top_k: int = 5,
-        cov_dims: int = 32,
+        cov_dims: int = 16,
         cov_caller_blocks: int = 8,
         cov_min_events: float = 2.0,
         anonymous_run: int = 50,
@@ -962,9 +962,10 @@ class DriftDetector(Detector):
         q = self._joint_q(zw)
         if r:
             pp2 = ppsum.reshape(J * W, -1)
-            qc = self._cov_q(pp2[:, :-1], pp2[:, -1], a_cov.ravel(), live)
             # too few kept events for r(r+1)/2 products: the statistic is not tested (reads 0)
-            q[:, -1] = np.where(pp2[:, -1] >= self.cov_min_events * r, qc, 0.0)
+            ok = np.flatnonzero(pp2[:, -1] >= self.cov_min_events * r)
+            q[:, -1] = 0.0
+            q[ok, -1] = self._cov_q(pp2[ok, :-1], pp2[ok, -1], a_cov.ravel()[ok], live)
         q = q.reshape(J, W, -1)
         res: dict[str, Any] = {
             "single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff, "sw": sw
