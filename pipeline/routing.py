@@ -54,33 +54,25 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
     n = len(events)
     d = len(schema.numeric)
     if schema.from_array:
-        rows = [e.features if len(e.features) == d else _fit(e.features, d) for e in events]  # type: ignore[arg-type]
+        rows = [f if isinstance(f, list) and len(f) == d else _fit(f if isinstance(f, list) else [], d)
+                for f in (e.features for e in events)]
         X = np.array(rows, dtype=np.float64).reshape(n, d)
         C = np.empty((n, 0), dtype=object)
     else:
-        X = np.empty((n, d), dtype=np.float64)
-        for i, e in enumerate(events):
-            f = e.features
-            if isinstance(f, list):
-                X[i] = np.nan
-                continue
-            try:
-                X[i] = [f.get(k) for k in schema.numeric]  # type: ignore[misc]
-            except (TypeError, ValueError):
-                X[i] = [_numeric(f.get(k)) for k in schema.numeric]
+        names = schema.numeric
+        rows = [[f.get(k) for k in names] if isinstance(f, dict) else [None] * d
+                for f in (e.features for e in events)]
+        try:  # one conversion for the batch: None becomes NaN, booleans 0/1
+            X = np.array(rows, dtype=np.float64).reshape(n, d)
+        except (TypeError, ValueError):  # a string where a number was learned: per-value fallback
+            X = np.array([[_numeric(v) for v in row] for row in rows], dtype=np.float64).reshape(n, d)
         k = len(schema.categorical)
         C = np.empty((n, k), dtype=object)
         if k:
             for i, e in enumerate(events):
                 f = e.features
                 C[i] = [_category(f.get(c)) if isinstance(f, dict) else None for c in schema.categorical]
-    probs = [e.probabilities for e in events]
-    width = max((len(p) for p in probs if p), default=0)
-    P = np.full((n, width), np.nan)
-    if width:
-        for i, p in enumerate(probs):
-            if p:
-                P[i, : len(p)] = list(p.values())
+    P = _probability_matrix([e.probabilities for e in events])
     conf, margin, ent = summarize_probabilities(P)
     predictions = [class_key(e.prediction) or "" for e in events]
     value = np.array([_numeric(e.prediction) for e in events], dtype=np.float64)
@@ -100,6 +92,21 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
         label=[class_key(e.label) for e in events],
         payloads=[e.raw for e in events],
     )
+
+
+def _probability_matrix(probs: list[dict[str, float] | None]) -> np.ndarray:
+    """Rows of class probabilities, padded with NaN (events without probabilities are all NaN)."""
+    n = len(probs)
+    width = max((len(p) for p in probs if p), default=0)
+    if width == 0:
+        return np.full((n, 0), np.nan)
+    if all(p is not None and len(p) == width for p in probs):
+        return np.array([list(p.values()) for p in probs if p is not None], dtype=np.float64)
+    P = np.full((n, width), np.nan)
+    for i, p in enumerate(probs):
+        if p:
+            P[i, : len(p)] = list(p.values())
+    return P
 
 
 def _fit(values: list[float | None], d: int) -> list[float | None]:

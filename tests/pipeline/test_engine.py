@@ -132,3 +132,24 @@ def test_a_detector_that_cannot_resume_starts_fresh_with_a_notice() -> None:
     out = other.process(stream(10, seed=5))
     notices = [a for a in out.alerts if a["detector"] == "data_quality.restore"]
     assert len(notices) == 1 and "state_version" in notices[0]["explanation"]
+
+
+def test_events_whose_features_change_shape_are_scored_as_missing() -> None:
+    import numpy as np
+
+    from pipeline.decode import decode_prediction
+    from pipeline.events import RouteKey
+    from pipeline.routing import build_batch, learn_schema
+
+    def ev(i: int, features: object) -> object:
+        return decode_prediction(orjson.dumps({"event_id": str(i), "ts": i, "model": "m", "features": features,
+                                               "prediction": "a", "probabilities": {"a": 0.6, "b": 0.4}}))
+
+    arr = [ev(0, [1.0, 2.0]), ev(1, {"x": 1.0, "y": 2.0}), ev(2, [3.0]), ev(3, [None, 4.0])]
+    b = build_batch(RouteKey("m", None), learn_schema(arr[0]), arr)  # type: ignore[arg-type]
+    assert np.array_equal(b.X, [[1, 2], [np.nan, np.nan], [3, np.nan], [np.nan, 4]], equal_nan=True)
+    obj = [ev(0, {"x": 1.0, "c": "fr"}), ev(1, {"x": "oops", "c": "de"}), ev(2, [5.0]), ev(3, {"c": None})]
+    b = build_batch(RouteKey("m", None), learn_schema(obj[0]), obj)  # type: ignore[arg-type]
+    assert np.array_equal(b.X[:, 0], [1.0, np.nan, np.nan, np.nan], equal_nan=True)
+    assert b.C[:, 0].tolist() == ["fr", "de", None, None]
+    assert np.allclose(b.margin, 0.2)
