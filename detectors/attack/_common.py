@@ -9,6 +9,7 @@ seen: the tail of the caller's stored ring plus the caller's earlier events in t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -258,8 +259,8 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def standardise(X: np.ndarray, center: np.ndarray, scale: np.ndarray, clip: float) -> np.ndarray:
     """``(X - center) / scale`` with NaN (missing) mapped to 0 and values clipped to +-clip."""
     Z = (X - center) / scale
-    Z = np.nan_to_num(Z, nan=0.0, posinf=clip, neginf=-clip)
-    np.clip(Z, -clip, clip, out=Z)
+    np.clip(Z, -clip, clip, out=Z)  # +-inf to +-clip (as nan_to_num would, for less work)
+    np.copyto(Z, 0.0, where=np.isnan(Z))
     return Z
 
 
@@ -439,7 +440,7 @@ class SubspaceModel:
         center, scale = robust_scale(Xt)
         Z = standardise(Xt, center, scale, clip)
         mu = Z.mean(axis=0)
-        _, s, vt = np.linalg.svd(Z - mu, full_matrices=True)
+        _, s, vt = np.linalg.svd(Z - mu, full_matrices=False)  # U is never used: (n, d), not (n, n)
         d = Z.shape[1]
         var = np.zeros(d)
         var[: len(s)] = s**2 / max(len(Z) - 1, 1)
@@ -500,9 +501,12 @@ class SubspaceModel:
         """Standardised inputs (after the marginal transforms), before rotation."""
         return standardise(self.tf.apply(X), self.center, self.scale, self.clip)
 
-    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(resid, maha, atoms_near, atoms_far, pattern)`` before division by their thresholds."""
-        Z = self.transform(X)
+    def raw(self, X: np.ndarray, Z: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(resid, maha, atoms_near, atoms_far, pattern)`` before division by their thresholds
+        (``Z``: ``self.transform(X)`` if the caller has it already)."""
+        if Z is None:
+            Z = self.transform(X)
         T = Z @ self.basis
         T *= T
         d, k = T.shape[1], self.k
@@ -530,10 +534,10 @@ class SubspaceModel:
     def _atom_base(self) -> np.ndarray:
         return np.arange(self.atom_w.shape[0], dtype=np.int64) * (ATOM_BINS + 1)
 
-    def scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scores(self, X: np.ndarray, Z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(resid, maha, atoms)`` each divided by its threshold (``atoms``: the largest of near, far
-        and pattern)."""
-        r, m, near, far, pat = self.raw(X)
+        and pattern); ``Z`` as for :meth:`raw`."""
+        r, m, near, far, pat = self.raw(X, Z)
         return (r / self.q_resid, m / self.q_maha,
                 np.maximum(np.maximum(near / self.q_near, far / self.q_atoms), pat / self.q_mask))
 
@@ -720,11 +724,21 @@ class Window:
     def gather(self, ring: np.ndarray, batch_vals: np.ndarray, lay: Layout,
                dtype: Any = None) -> np.ndarray:
         tail = ring.shape[2:]
-        rows = ring[lay.group_slots].reshape(-1, *tail)
-        pool = np.concatenate([rows, batch_vals.reshape(-1, *tail)])
-        if dtype is not None:
-            pool = pool.astype(dtype, copy=False)
-        return pool[self.index]
+        G, K = len(lay.group_slots), ring.shape[1]
+        pool = np.empty((G * K + len(batch_vals), *tail), dtype=ring.dtype)
+        np.take(ring, lay.group_slots, axis=0, out=pool[: G * K].reshape(G, K, *tail))
+        pool[G * K:] = batch_vals.reshape(-1, *tail)
+        if dtype is not None and len(pool) <= self.index.size:  # convert the smaller of pool and window
+            pool = pool.astype(dtype)
+            dtype = None
+        if tail:
+            # one opaque item per row: a 1-D take is several times faster than fancy indexing rows
+            row = np.dtype((np.void, pool.itemsize * int(np.prod(tail))))
+            out = np.take(pool.reshape(len(pool), -1).view(row).ravel(), self.index)
+            out = out.view(pool.dtype).reshape(*self.index.shape, *tail)
+        else:
+            out = np.take(pool, self.index)
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 def window_index(lay: Layout, head: np.ndarray, length: np.ndarray, K: int,
@@ -848,11 +862,9 @@ class CallerTable:
 
     def assign(self, callers: list[str], first_ts: np.ndarray) -> np.ndarray:
         """Slots of ``callers`` (distinct), creating rows as needed; expired callers are reset."""
-        got = list(map(self.index.get, callers))
-        new = [i for i, s in enumerate(got) if s is None]
-        slots = np.fromiter((-1 if s is None else s for s in got), dtype=np.int64, count=len(got)) \
-            if new else np.array(got, dtype=np.int64)
+        slots = np.array(list(map(self.index.get, callers, itertools.repeat(-1))), dtype=np.int64)
         known = slots >= 0
+        new = np.flatnonzero(~known).tolist()
         if known.any():
             ks = slots[known]
             ttl = np.where(self.protected[ks], self.protected_ttl, self.ttl)
@@ -917,6 +929,18 @@ def caller_codes(client_ids: list[str | None]) -> tuple[np.ndarray, list[str]]:
         codes = np.where(codes == k, -1, np.where(codes > k, codes - 1, codes))
         distinct.pop(k)
     return codes, distinct  # type: ignore[return-value]
+
+
+def first_occurrences(codes: np.ndarray) -> np.ndarray:
+    """Position of each code's first event, for codes numbered by first appearance (as from
+    :func:`caller_codes`, ``-1`` rows removed): ``np.unique(codes, return_index=True)[1]`` without
+    the sort.
+
+    >>> first_occurrences(np.array([0, 1, 0, 2, 1, 3])).tolist()
+    [0, 1, 3, 5]
+    """
+    top = np.maximum.accumulate(codes)
+    return np.flatnonzero(np.diff(top, prepend=-1) > 0)
 
 
 def group_first(values: np.ndarray, lay: Layout, mask: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ from detectors.attack._common import (
     CallerTable,
     WarmupBuffer,
     caller_codes,
+    first_occurrences,
     make_layout,
     ring_advance,
     ring_write,
@@ -283,7 +284,7 @@ class CampaignDetector(Detector):
             return EMPTY_OUTPUT
         codes = codes[rows]
         ts = batch.ts[rows]
-        _, first_idx = np.unique(codes, return_index=True)
+        first_idx = first_occurrences(codes)
         tab = self.table
         cslots = tab.assign(callers, ts[first_idx])
         A = tab.arrays

@@ -50,6 +50,7 @@ from detectors.attack._common import (
     WarmupBuffer,
     Window,
     caller_codes,
+    first_occurrences,
     group_first,
     make_layout,
     ring_advance,
@@ -73,6 +74,8 @@ from detectors.base import (
 from pipeline.events import EventBatch
 
 PRADA_DIMS = 8
+#: standardised values are clipped to +-FP_CLIP before the PRADA fingerprint projection
+FP_CLIP = 50.0
 #: the typicality CUSUM is kept in integers (exact, so batch cuts cannot change a decision)
 ATYP_UNIT = 1024
 _SEG = 2**40
@@ -331,10 +334,19 @@ class ExtractionDetector(Detector):
             return DetectorOutput.merge([out1, self._run(take_batch(batch, np.arange(upto, len(batch))))])
         return self._run(batch)
 
-    def _event_scores(self, X: np.ndarray) -> np.ndarray:
+    def _event_scores(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         assert self._model is not None
-        r, m, a = self._model.scores(X)
+        r, m, a = self._model.scores(X, Z)
         return np.maximum(np.maximum(r, m), a)  # type: ignore[no-any-return]
+
+    def _shared_z(self, X: np.ndarray) -> np.ndarray | None:
+        """The scoring model's standardised inputs when they also give the PRADA fingerprints (the
+        fingerprint model *is* the scoring model - before any refresh - and its clip is no tighter
+        than the fingerprints' 50): one transform per batch instead of two, same values."""
+        mdl = self._model
+        if mdl is None or self._fp_model is not mdl or mdl.clip < FP_CLIP:
+            return None
+        return mdl.transform(X)
 
     def _monitor(self, batch: EventBatch, ood: np.ndarray) -> int | None:
         """Population-shift CUSUM over the batch's OOD flags; the row of an alarm, if any."""
@@ -372,8 +384,10 @@ class ExtractionDetector(Detector):
             sub = batch if start == 0 else take_batch(batch, np.arange(start, len(batch)))
             alarm = done = None
             score_ev: np.ndarray | None = None
+            Zb: np.ndarray | None = None
             if self.shift is None:
-                score_ev = self._event_scores(sub.X)
+                Zb = self._shared_z(sub.X)
+                score_ev = self._event_scores(sub.X, Zb)
                 if self.refresh:
                     alarm = self._monitor(sub, score_ev > self.ood_thr)
                 end = len(sub) if alarm is None else alarm + 1
@@ -382,7 +396,8 @@ class ExtractionDetector(Detector):
                 done = self._next.add(sub)
                 end = len(sub) if done is None else done + 1
             part = sub if end == len(sub) else take_batch(sub, np.arange(end))
-            outs.append(self._process(part, None if score_ev is None else score_ev[:end]))
+            outs.append(self._process(part, None if score_ev is None else score_ev[:end],
+                                      None if Zb is None else Zb[:end]))
             if alarm is not None:
                 self.shift = {"at_event": sub.event_ids[alarm], "at_ts": float(sub.ts[alarm])}
                 self._next = self._new_collector()
@@ -401,7 +416,8 @@ class ExtractionDetector(Detector):
             start += end
         return DetectorOutput.merge(outs) if len(outs) > 1 else outs[0]
 
-    def _process(self, batch: EventBatch, score_all: np.ndarray | None) -> DetectorOutput:
+    def _process(self, batch: EventBatch, score_all: np.ndarray | None,
+                 z_all: np.ndarray | None = None) -> DetectorOutput:
         assert self._model is not None
         codes, callers = caller_codes(batch.client_ids)
         rows = np.flatnonzero(codes >= 0)
@@ -409,7 +425,7 @@ class ExtractionDetector(Detector):
             return EMPTY_OUTPUT
         codes = codes[rows]
         ts = batch.ts[rows]
-        _, first_idx = np.unique(codes, return_index=True)
+        first_idx = first_occurrences(codes)
         tab = self.table
         A = tab.arrays
         cslots = tab.assign(callers, ts[first_idx])
@@ -430,7 +446,10 @@ class ExtractionDetector(Detector):
         # PRADA fingerprints stay in the first reference's coordinates: a refresh must not mix two
         # scalings inside one caller's distance history
         fp = self._fp_model if self._fp_model is not None else mdl
-        Y = (standardise(fp.tf.apply(Xs), fp.center, fp.scale, 50.0) @ self.R).astype(np.float16)
+        if z_all is not None:  # the same standardised values, clipped at FP_CLIP (see _shared_z)
+            Y = (np.clip(z_all[srows], -FP_CLIP, FP_CLIP) @ self.R).astype(np.float16)
+        else:
+            Y = (standardise(fp.tf.apply(Xs), fp.center, fp.scale, FP_CLIP) @ self.R).astype(np.float16)
         hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
         d2, exact = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
         dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
