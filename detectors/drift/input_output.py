@@ -775,7 +775,11 @@ class DriftDetector(Detector):
         Y = G @ model["cov_w"]
         n2 = np.einsum("ij,ij->i", Y, Y)
         shrink = np.sqrt(np.minimum(1.0, model["cov_c2"] / np.maximum(n2, 1e-12)))
-        return np.clip(np.round(Y * shrink[:, None] * 256.0) / 256.0, -8.0, 8.0)
+        # in place; scaling by powers of two is exact, so this equals round(Y * shrink * 256) / 256
+        Y *= (shrink * 256.0)[:, None]
+        np.round(Y, out=Y)
+        Y *= 1.0 / 256.0
+        return np.clip(Y, -8.0, 8.0, out=Y)
 
     def _cov_q(self, colsum: np.ndarray, sw: np.ndarray, a: np.ndarray, live: bool) -> np.ndarray:
         """Raw covariance statistics (sum of squared product z-scores) for windows (k x products)."""
@@ -848,8 +852,10 @@ class DriftDetector(Detector):
         # bin = number of edges <= value (``searchsorted(..., side="right")``), vectorised over
         # channels; padded edges are +inf and NaN compares false, then goes to the missing bin
         b = np.zeros((n, nn), dtype=np.uint8)
-        for k in range(edges.shape[1]):
-            b += Zn >= edges[:, k]
+        ge = np.empty((n, nn), dtype=bool)
+        for e_k in np.ascontiguousarray(edges.T):
+            np.greater_equal(Zn, e_k, out=ge)
+            np.add(b, ge.view(np.uint8), out=b)  # no temporaries, no bool -> uint8 cast loop
         b[np.isnan(Zn)] = self.missing_bin
         out[:, :nn] = b
         n_num = model["n_num"]
