@@ -76,11 +76,12 @@ from pipeline.events import EventBatch
 
 
 def nn_distances(Yw: np.ndarray, y: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Squared distances of ``y`` (n, p) to its windows ``Yw`` (n, K, p, float32) and exact repeats."""
-    diff = Yw - y.astype(np.float32)[:, None, :]
+    """Squared distances of ``y`` (n, p) to its windows ``Yw`` (n, K, p, float32; overwritten) and
+    exact repeats."""
+    diff = np.subtract(Yw, y.astype(np.float32)[:, None, :], out=Yw if Yw.dtype == np.float32 else None)
     d2 = np.einsum("nkp,nkp->nk", diff, diff)
     exact = valid & (d2 == 0.0)
-    d2 = np.where(valid & ~exact, d2, np.inf)
+    np.copyto(d2, np.inf, where=~valid | exact)
     return d2, exact
 
 
