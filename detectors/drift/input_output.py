@@ -246,7 +246,7 @@ class DriftDetector(Detector):
         30 budgets, capped at 400000, when the budget is small enough to calibrate empirically).
     top_k : int, default 5
         Contributors listed in an explanation.
-    cov_dims : int, default 64
+    cov_dims : int, default 16
         Whitened directions of the covariance test ``inputs:covariance`` (0 disables it).
     cov_caller_blocks : int, default 8
         The covariance test counts at most one event per caller in every ``cov_caller_blocks``
@@ -299,7 +299,7 @@ class DriftDetector(Detector):
         quiet_windows: int = 5,
         calibration_events: int = 100_000,
         top_k: int = 5,
-        cov_dims: int = 64,
+        cov_dims: int = 16,
         cov_caller_blocks: int = 8,
         cov_min_events: float = 2.0,
         anonymous_run: int = 50,

@@ -84,3 +84,23 @@ def test_near_duplicate_caller_control_without_the_stricter_cap() -> None:
         det = DriftDetector(DetectorContext(RouteKey("m", "1"), SCHEMA, seed=seed), cov_caller_blocks=1, **FAST)
         raised += [f.explanation["trigger_test"] for f in _findings(det, X, callers)]
     assert "inputs:covariance" in raised
+
+
+
+def test_full_dimension_64_features_block_sums_batch_invariant() -> None:
+    """``cov_dims=64`` uses every whitened direction of a 64-feature model, and its exact per-block
+    sums of outer products (one packed GEMM over each block's kept rows) do not depend on the cut."""
+    d, n = 64, 5_000
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, d)) @ (rng.normal(size=(d, d)) * 0.2 + np.eye(d)).T
+    callers: list[str | None] = [f"c{i}" for i in rng.integers(0, 400, size=n)]
+    schema = FeatureSchema(tuple(f"f{i}" for i in range(d)), from_array=True)
+    dets = []
+    for cut in (700, 2_500):
+        det = DriftDetector(DetectorContext(RouteKey("m", "1", 0), schema, seed=1), cov_dims=64, **FAST)
+        for i in range(0, n, cut):
+            det.process(batch_from_arrays(X[i : i + cut], client_ids=callers[i : i + cut], schema=schema, start_index=i))
+        dets.append(det)
+    assert dets[0].model["cov_r"] == d
+    assert dets[0].block_pp.shape[1] == d * (d + 1) // 2 + 1 and dets[0].block_pp[:, -1].sum() > 0
+    assert np.array_equal(dets[0].block_pp, dets[1].block_pp)
