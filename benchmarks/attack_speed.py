@@ -10,6 +10,9 @@ threads are pinned to 1 so that this is one core), which stays meaningful on a s
 Memory: ``--memory --callers 1000000 --events 2000000`` streams a million distinct callers (two
 queries each) through all three detectors and reports peak RSS (``resource.getrusage``) and the
 detectors' caller-table bytes.
+
+Same results: ``--golden FILE`` writes a digest of every finding, flagged event and final state on four
+fixed streams; run it on two commits and compare the files (``cmp``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import resource
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -104,6 +108,67 @@ def memory(n_callers: int, n_events: int, d: int = 16, batch_size: int = 2000) -
           f"(before: {rss0:.0f} MiB); {n / cpu:,.0f} events/s CPU")
 
 
+def golden(path: str) -> None:
+    """Write a digest of everything the three detectors return (findings with explanations, flagged
+    events, and a hash of the final state's bytes) on four fixed streams: the quality benchmark's
+    digits and tabular traffic (no ART queries; seed 5) and this file's 16/64-feature traffic with
+    NaNs and a uniform-noise thief. Two commits that should give the same results must write
+    identical files (speed changes are checked this way; ``PYTHONHASHSEED`` is irrelevant)."""
+    import hashlib
+    import json
+
+    import attack_traffic as T
+
+    lines: list[str] = []
+
+    def digest(st: object, h: Any) -> None:
+        if isinstance(st, np.ndarray):
+            h.update(f"{st.dtype}{st.shape}".encode())
+            h.update(repr(st.tolist()).encode() if st.dtype == object else np.ascontiguousarray(st).tobytes())
+        elif isinstance(st, dict):
+            for k in sorted(st, key=str):
+                h.update(str(k).encode())
+                digest(st[k], h)
+        elif isinstance(st, list | tuple):
+            for x in st:
+                digest(x, h)
+        else:
+            h.update(repr(st).encode())
+
+    def run(X: np.ndarray, ts: np.ndarray, clients: list[str], tag: str, bs: int) -> None:
+        ctx = DetectorContext(RouteKey("g", "1"), FeatureSchema(tuple(f"f{i}" for i in range(X.shape[1]))), seed=3)
+        dets = [OutlierDetector(ctx), CampaignDetector(ctx), ExtractionDetector(ctx)]
+        for a in range(0, len(X), bs):
+            b = batch_from_arrays(X[a:a + bs], ts=ts[a:a + bs], client_ids=clients[a:a + bs], start_index=a)
+            for det in dets:
+                o = det.process(b)
+                lines.extend(f"{tag} F {det.name} {f.trigger_event_id} {f.client_id} {f.score!r} {f.window_start!r} "
+                             f"{','.join(f.event_ids)} {json.dumps(f.explanation, sort_keys=True, default=str)}"
+                             for f in o.findings)
+                lines.extend(f"{tag} G {det.name} {f.event_id} {f.score!r} {f.reason}" for f in o.flagged)
+        for det in dets:
+            h = hashlib.sha256()
+            digest(det.state_dict()["state"], h)
+            lines.append(f"{tag} S {det.name} {h.hexdigest()}")
+
+    for name, mk in (("digits", T.make_digits), ("tabular", T.make_tabular)):
+        s = T.build_stream(mk(5), seed=5, with_art=False)
+        o = np.argsort(s.ts, kind="stable")
+        run(s.X[o], s.ts[o], [s.clients[i] for i in o], name, 500)
+    for d in (16, 64):
+        bs = make_batches(d, 20000, 500, 1000, seed=d)
+        X = np.vstack([b.X for b in bs])
+        ts = np.concatenate([b.ts for b in bs])
+        cl = [c for b in bs for c in b.client_ids]
+        X[::97, 3] = np.nan
+        X[5000:5100] = np.random.default_rng(1).uniform(-9, 9, size=(100, d))
+        cl[5000:5100] = ["thief"] * 100
+        run(X, ts, cl, f"bench{d}", 700)
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print(f"golden: {len(lines)} lines ({sum(ln.split()[1] == 'F' for ln in lines)} findings) -> {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
@@ -112,7 +177,11 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="*", default=[16, 64])
     ap.add_argument("--churn", action="store_true", help="every event from a caller in rotation")
     ap.add_argument("--memory", action="store_true", help="peak RSS with --callers distinct callers")
+    ap.add_argument("--golden", metavar="FILE", help="write a digest of all detector outputs (no timing)")
     a = ap.parse_args()
+    if a.golden:
+        golden(a.golden)
+        return
     if a.memory:
         memory(a.callers, a.events)
         return
