@@ -60,12 +60,12 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
         C = np.empty((n, 0), dtype=object)
     else:
         names = schema.numeric
-        rows = [[f.get(k) for k in names] if isinstance(f, dict) else [None] * d
-                for f in (e.features for e in events)]
+        values = [[f.get(k) for k in names] if isinstance(f, dict) else [None] * d
+                  for f in (e.features for e in events)]
         try:  # one conversion for the batch: None becomes NaN, booleans 0/1
-            X = np.array(rows, dtype=np.float64).reshape(n, d)
+            X = np.array(values, dtype=np.float64).reshape(n, d)
         except (TypeError, ValueError):  # a string where a number was learned: per-value fallback
-            X = np.array([[_numeric(v) for v in row] for row in rows], dtype=np.float64).reshape(n, d)
+            X = np.array([[_numeric(v) for v in row] for row in values], dtype=np.float64).reshape(n, d)
         k = len(schema.categorical)
         C = np.empty((n, k), dtype=object)
         if k:

@@ -18,4 +18,5 @@ INFERSENTRY_TEST_PG_URL=$(bash scripts/pg-up.sh)
 export INFERSENTRY_TEST_PG_URL
 echo "PostgreSQL: $INFERSENTRY_TEST_PG_URL" >&2
 .venv/bin/ruff check .
+.venv/bin/mypy pipeline detectors dashboards
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

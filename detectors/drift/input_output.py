@@ -83,8 +83,9 @@ def _caller_codes(
     Codes only need to be equal for equal callers within one window, so ``cmap`` may be pruned.
     """
     # map() with the dict's own lookup: no Python frame per event (None is never a key: -2 -> -1 below)
-    codes = np.fromiter(map(cmap.get, client_ids, repeat(-2, len(client_ids))), dtype=np.int64, count=len(client_ids))
-    for i in np.flatnonzero(codes == -2):  # callers seen for the first time, in stream order
+    codes = np.fromiter(map(cmap.get, client_ids, repeat(-2, len(client_ids))),  # type: ignore[arg-type]
+                        dtype=np.int64, count=len(client_ids))
+    for i in np.flatnonzero(codes == -2).tolist():  # callers seen for the first time, in stream order
         c = client_ids[i]
         if c is None:
             codes[i] = -1
@@ -526,9 +527,9 @@ class DriftDetector(Detector):
         if pred is not None and not pred_numeric:
             cat_cols.append(list(pred))
             cat_names.append("output:prediction")
-        for col in cat_cols:
+        for cat_col in cat_cols:
             freq: dict[str, float] = {}
-            for v, wi in zip(col, w, strict=True):
+            for v, wi in zip(cat_col, w, strict=True):
                 if v is not None:
                     key = str(v)
                     freq[key] = freq.get(key, 0.0) + float(wi)
@@ -1314,7 +1315,7 @@ class DriftDetector(Detector):
                     cur_f[labels[k][9:]] = _r(float((counts[c] * tabk).sum() / tot))
                 entry["reference"] = {"frequencies": ref_f}
                 entry["current"] = {"frequencies": cur_f}
-                entry["total_variation"] = _r(0.5 * sum(abs(cur_f[k] - ref_f[k]) for k in ref_f))
+                entry["total_variation"] = _r(0.5 * sum(abs((cur_f[k] or 0.0) - (ref_f[k] or 0.0)) for k in ref_f))
             top.append(entry)
         joint = []
         for g, gname in enumerate(m["group_names"]):

@@ -146,8 +146,8 @@ class PerformanceDetector(Detector):
         findings: list[Finding] = []
         stats: list[WindowStat] = []
         big = max(self.window_sizes)
-        for e in ends:
-            e = int(e)
+        for end in ends:
+            e = int(end)
             n_here = n_before + e
             best, best_l, best_rate = 0.0, 0, 0.0
             for L in self.window_sizes:

@@ -134,7 +134,8 @@ class CorrelationDrift(Drift):
                 Z[rows, j] = means[y[rows], j] + r * za + np.sqrt(1.0 - r * r) * e
         else:
             perm = rows[rng.permutation(rows.size)]
-            Z[np.ix_(rows, others)] = Z[np.ix_(perm, others)]
+            cols = np.asarray(others, dtype=np.intp)
+            Z[np.ix_(rows, cols)] = Z[np.ix_(perm, cols)]
 
     def describe(self, dataset: Dataset) -> str:
         f = self.affected_features(dataset)

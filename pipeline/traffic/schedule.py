@@ -160,13 +160,13 @@ def assemble(
     bg_t = np.round((start_ts + bg.t) * 1000.0) / 1000.0
     bg_sorted = np.sort(bg_t)
     t_l, k_l, a_l, x_l = [bg_t], [bg.kind], [bg.actor], [bg.parent]
-    for start, count, gap, actor in zip(attack_starts, attack_counts, attack_gaps, attack_actors, strict=True):
+    for start, count, gap, attacker in zip(attack_starts, attack_counts, attack_gaps, attack_actors, strict=True):
         t_first = bg_sorted[min(start, bg_sorted.size - 1)] + 0.0005
         gaps = gap * np.exp(0.6 * rng.standard_normal(count))
         gaps[0] = 0.0
         t_l.append(np.round((t_first + np.cumsum(gaps)) * 1000.0) / 1000.0)
         k_l.append(np.full(count, ATTACK, dtype=np.int8))
-        a_l.append(np.full(count, actor, dtype=np.int32))
+        a_l.append(np.full(count, attacker, dtype=np.int32))
         x_l.append(np.arange(count, dtype=np.int64))
     t, kind, actor, aux = (np.concatenate(v) for v in (t_l, k_l, a_l, x_l))
     ids = np.arange(t.size)
