@@ -59,6 +59,7 @@ from detectors.attack._common import (
     take_batch,
     window_index,
 )
+from detectors.attack._shift import ShiftMonitor
 from detectors.attack.campaign import nn_distances
 from detectors.base import (
     EMPTY_OUTPUT,
@@ -241,16 +242,7 @@ class ExtractionDetector(Detector):
         self.typicality = typicality
         self.refresh = refresh
         self.reference_caller_cap = reference_caller_cap
-        p0 = 1.0 - ood_quantile
-        p1 = shift_factor * p0
-        self._llr_flag = math.log(p1 / p0)
-        self._llr_ok = math.log((1.0 - p1) / (1.0 - p0))
-        self.shift_h = math.log(shift_arl)
-        self.shift_window = int(shift_caller_window)
-        self.cusum = 0.0
-        self.n_mon = 0
-        self._last_counted: dict[str, int] = {}
-        self._ref_callers: set[str] = set()
+        self.monitor = ShiftMonitor(1.0 - ood_quantile, shift_factor, shift_arl, shift_caller_window)
         self.shift: dict[str, Any] | None = None
         self._next: CappedReference | None = None
         self.refreshes: list[dict[str, Any]] = []
@@ -306,8 +298,7 @@ class ExtractionDetector(Detector):
         self.ood_thr = float(np.quantile(held, self.ood_quantile))
         self._held = np.sort(held)
         self._ref_span = (float(ts.min()), float(ts.max()))
-        self.cusum = 0.0
-        self._last_counted = {}
+        self.monitor.restart()
 
     def _new_collector(self) -> CappedReference:
         n = self.reference_events
@@ -324,7 +315,7 @@ class ExtractionDetector(Detector):
                 return EMPTY_OUTPUT
             X, _, ts = self._coll.arrays()
             self._fit(X, ts)
-            self._ref_callers = set(self._coll.counts)
+            self.monitor.restart(self._coll.counts)
             self._coll = None
             held = self._buf.as_batch(batch)
             self._buf.clear()
@@ -348,34 +339,6 @@ class ExtractionDetector(Detector):
             return None
         return mdl.transform(X)
 
-    def _monitor(self, batch: EventBatch, ood: np.ndarray) -> int | None:
-        """Population-shift CUSUM over the batch's OOD flags; the row of an alarm, if any."""
-        n = len(ood)
-        inc = np.full(n, self._llr_ok)
-        last = self._last_counted
-        for i in np.flatnonzero(ood).tolist():
-            cid = batch.client_ids[i]
-            at = self.n_mon + i
-            if cid is None or cid not in self._ref_callers:
-                continue
-            if at - last.get(cid, -self.shift_window) >= self.shift_window:
-                last[cid] = at
-                inc[i] = self._llr_flag
-        C = self.cusum + np.cumsum(inc)
-        S = C - np.minimum(np.minimum.accumulate(C), 0.0)
-        over = np.flatnonzero(S > self.shift_h)
-        if over.size:
-            t = int(over[0])
-            self.n_mon += t + 1
-            self.cusum = 0.0
-            self._last_counted = {}
-            return t
-        self.cusum = float(S[-1]) if n else self.cusum
-        self.n_mon += n
-        if len(last) > 4096:
-            self._last_counted = {c: v for c, v in last.items() if self.n_mon - v < self.shift_window}
-        return None
-
     def _run(self, batch: EventBatch) -> DetectorOutput:
         """Split the batch where a population shift starts or a refreshed reference completes."""
         outs: list[DetectorOutput] = []
@@ -389,7 +352,7 @@ class ExtractionDetector(Detector):
                 Zb = self._shared_z(sub.X)
                 score_ev = self._event_scores(sub.X, Zb)
                 if self.refresh:
-                    alarm = self._monitor(sub, score_ev > self.ood_thr)
+                    alarm = self.monitor.advance(sub.client_ids, score_ev > self.ood_thr)
                 end = len(sub) if alarm is None else alarm + 1
             else:
                 assert self._next is not None
@@ -406,7 +369,7 @@ class ExtractionDetector(Detector):
                 assert self._next is not None and self.shift is not None
                 X, _, ts = self._next.arrays()
                 self._fit(X, ts)
-                self._ref_callers = set(self._next.counts)
+                self.monitor.restart(self._next.counts)
                 self.refreshes.append({"at_event": sub.event_ids[done], "at_ts": float(sub.ts[done]),
                                        "shift_at_event": self.shift["at_event"],
                                        "shift_at_ts": self.shift["at_ts"]})
@@ -614,10 +577,7 @@ class ExtractionDetector(Detector):
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
             "held": self._held.copy(),
             "fp_model": self._fp_model.state() if self._fp_model is not None else None,
-            "cusum": self.cusum, "n_mon": self.n_mon,
-            "last_counted": {"callers": list(self._last_counted),
-                             "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
-            "ref_callers": sorted(self._ref_callers),
+            **self.monitor.state(),
             "shift": dict(self.shift) if self.shift is not None else None,
             "next": self._next.state() if self._next is not None else None,
             "refreshes": [dict(x) for x in self.refreshes],
@@ -640,11 +600,7 @@ class ExtractionDetector(Detector):
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
         self._held = np.asarray(state["held"], dtype=np.float64)
         self._fp_model = SubspaceModel.load(state["fp_model"]) if state["fp_model"] is not None else None
-        self.cusum = float(state["cusum"])
-        self.n_mon = int(state["n_mon"])
-        lc = state["last_counted"]
-        self._last_counted = dict(zip(lc["callers"], np.asarray(lc["at"]).tolist(), strict=True))
-        self._ref_callers = set(state["ref_callers"])
+        self.monitor.load(state)
         self.shift = dict(state["shift"]) if state["shift"] is not None else None
         self._next = None
         if state["next"] is not None:

@@ -63,6 +63,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.attack._common import CappedReference, SubspaceModel
+from detectors.attack._shift import ShiftMonitor
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
@@ -202,12 +203,8 @@ class OutlierDetector(Detector):
         self.clip = clip
         self.margin_quantile = margin_quantile
         self.refresh = refresh
-        self.shift_window = int(shift_caller_window)
-        p0 = context.event_fpr
-        p1 = shift_factor * p0
-        self._llr_flag = math.log(p1 / p0)
-        self._llr_ok = math.log((1.0 - p1) / (1.0 - p0))
-        self.shift_h = math.log(shift_arl)
+        self.monitor = ShiftMonitor(context.event_fpr, shift_factor, shift_arl, shift_caller_window,
+                                    count_anonymous=True)
         self._coll = self._new_collector()
         self._model: SubspaceModel | None = None
         self.threshold = 1.0  # each statistic is scaled to its share of the budget
@@ -215,11 +212,6 @@ class OutlierDetector(Detector):
         self._ref_span: tuple[float, float] = (float("nan"), float("nan"))
         self.n_scored = 0
         self.n_flagged = 0
-        # population-shift monitor
-        self.cusum = 0.0
-        self.n_mon = 0
-        self._last_counted: dict[str, int] = {}
-        self._ref_callers: set[str] = set()
         self.shift: dict[str, Any] | None = None  # while a new reference is collected
         self._next: CappedReference | None = None
         self.refreshes: list[dict[str, Any]] = []
@@ -237,9 +229,7 @@ class OutlierDetector(Detector):
         mg = mg[np.isfinite(mg)]
         self.margin_low = float(np.quantile(mg, self.margin_quantile)) if mg.size else float("nan")
         self._ref_span = (float(ts.min()), float(ts.max()))
-        self._ref_callers = set(coll.counts)
-        self.cusum = 0.0
-        self._last_counted = {}
+        self.monitor.restart(coll.counts)
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(score, resid, maha, atoms)`` of raw inputs (after the reference period)."""
@@ -247,38 +237,6 @@ class OutlierDetector(Detector):
             raise RuntimeError("reference period not complete")
         r, m, a = self._model.scores(np.asarray(X, dtype=np.float64))
         return np.maximum(np.maximum(r, m), a), r, m, a
-
-    def _monitor(self, batch: EventBatch, start: int, hit: np.ndarray) -> int | None:
-        """Advance the shift CUSUM over rows ``start:``; the offset of an alarm, if any."""
-        n = len(hit)
-        inc = np.full(n, self._llr_ok)
-        last = self._last_counted
-        known = self._ref_callers
-        for i in np.flatnonzero(hit).tolist():
-            cid = batch.client_ids[start + i]
-            at = self.n_mon + i
-            if cid is None:
-                if not known:  # a stream without callers: every flag counts
-                    inc[i] = self._llr_flag
-            elif cid not in known:
-                continue  # callers the reference did not see are not "the population"
-            elif at - last.get(cid, -self.shift_window) >= self.shift_window:
-                last[cid] = at
-                inc[i] = self._llr_flag
-        C = self.cusum + np.cumsum(inc)
-        S = C - np.minimum(np.minimum.accumulate(C), 0.0)
-        over = np.flatnonzero(S > self.shift_h) if self.refresh else np.empty(0, dtype=np.int64)
-        if over.size:
-            t = int(over[0])
-            self.n_mon += t + 1
-            self.cusum = 0.0
-            self._last_counted = {}
-            return t
-        self.cusum = float(S[-1]) if n else self.cusum
-        self.n_mon += n
-        if len(last) > 4096:  # entries older than the window can no longer matter
-            self._last_counted = {c: v for c, v in last.items() if self.n_mon - v < self.shift_window}
-        return None
 
     def _repeat_key(self, batch: EventBatch, k: int) -> str:
         cid = batch.client_ids[k]
@@ -342,7 +300,7 @@ class OutlierDetector(Detector):
             end = len(batch)
             alarm = done = None
             if self.shift is None:
-                alarm = self._monitor(batch, start, hit)
+                alarm = self.monitor.advance(batch.client_ids[start:], hit, enabled=self.refresh)
                 if alarm is not None:
                     end = start + alarm + 1
             else:
@@ -360,7 +318,7 @@ class OutlierDetector(Detector):
             if alarm is not None:
                 k = start + alarm
                 self.shift = {"at_event": batch.event_ids[k], "at_ts": float(batch.ts[k]),
-                              "cusum_threshold": self.shift_h}
+                              "cusum_threshold": self.monitor.threshold}
                 self._next = self._new_collector()
             if done is not None:
                 assert self._next is not None and self.shift is not None
@@ -477,11 +435,7 @@ class OutlierDetector(Detector):
             "ref_span": list(self._ref_span),
             "n_scored": self.n_scored,
             "n_flagged": self.n_flagged,
-            "cusum": self.cusum,
-            "n_mon": self.n_mon,
-            "last_counted": {"callers": list(self._last_counted),
-                             "at": np.array(list(self._last_counted.values()), dtype=np.int64)},
-            "ref_callers": sorted(self._ref_callers),
+            **self.monitor.state(),
             "shift": dict(self.shift) if self.shift is not None else None,
             "next": self._next.state() if self._next is not None else None,
             "refreshes": [dict(x) for x in self.refreshes],
@@ -503,11 +457,7 @@ class OutlierDetector(Detector):
         self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
         self.n_scored = int(state["n_scored"])
         self.n_flagged = int(state["n_flagged"])
-        self.cusum = float(state["cusum"])
-        self.n_mon = int(state["n_mon"])
-        lc = state["last_counted"]
-        self._last_counted = dict(zip(lc["callers"], np.asarray(lc["at"]).tolist(), strict=True))
-        self._ref_callers = set(state["ref_callers"])
+        self.monitor.load(state)
         self.shift = dict(state["shift"]) if state["shift"] is not None else None
         self._next = None
         if state["next"] is not None:
