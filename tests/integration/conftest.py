@@ -49,7 +49,7 @@ def free_port_pair() -> tuple[int, int]:
 def kafka_broker_info(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
     """The session's broker (started on first use, stopped at session end)."""
     if shutil.which("java") is None:
-        pytest.skip("java is not installed")
+        pytest.fail("java is not installed: the test command (scripts/test.sh) installs Java 17 and Maven")
     for attempt in range(ATTEMPTS):
         data_dir: Path = tmp_path_factory.mktemp("kafka-broker")
         port, controller_port = free_port_pair()
