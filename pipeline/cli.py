@@ -393,6 +393,38 @@ def migrate_cmd(db: DbOption = None) -> None:
     Console().print(f"schema up to date in {resolve_db_url(db)}")
 
 
+db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("create-reader")
+def db_create_reader_cmd(
+    role: Annotated[str, typer.Argument(help="Name of the read-only login role, e.g. grafana_reader.")],
+    db: DbOption = None,
+    password_env: Annotated[str, typer.Option(
+        "--password-env", help="Environment variable holding the role's password (never on the command line).",
+    )] = "INFERSENTRY_READER_PASSWORD",
+    owner: Annotated[str | None, typer.Option(
+        "--owner", help="Role that runs infersentry's migrations (default: the connecting role).",
+    )] = None,
+) -> None:
+    """Create or update a PostgreSQL role that can only read infersentry's tables (for Grafana)."""
+    from pipeline.storage.roles import ReaderRoleError, create_reader
+
+    password = os.environ.get(password_env, "")
+    if not password:
+        fail(f"set the reader's password in ${password_env}")
+    store = _store(db)
+    try:
+        create_reader(store.engine, role, password, owner=owner)
+    except ReaderRoleError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a refused CREATE ROLE / GRANT: one line, not a traceback
+        orig = getattr(exc, "orig", exc)
+        fail(f"cannot create role {role}: {str(orig).strip().splitlines()[0]}")
+    Console().print(f"read-only role {role} ready on {resolve_db_url(db)}")
+
+
 # -- dev kafka ------------------------------------------------------------------------------
 PortOption = Annotated[int, typer.Option("--port", help="Client port of the local broker.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Broker data directory.")]
@@ -451,12 +483,12 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors come here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        # Duck-typed: typer >= 0.2x vendors click (``typer._click``), older typer uses ``click``.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise
 

@@ -31,7 +31,11 @@ done
 
 psql_admin() { as_root runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtA "$@"; }
 if [ "$(psql_admin -c "select 1 from pg_roles where rolname='$PGUSER_NAME'")" != "1" ]; then
-  psql_admin -c "create role $PGUSER_NAME login password '$PGPASS' createdb" >&2
+  psql_admin -c "create role $PGUSER_NAME login password '$PGPASS' createdb createrole" >&2
+fi
+# createrole: the tests create and drop read-only reader roles (infersentry db create-reader)
+if [ "$(psql_admin -c "select rolcreaterole from pg_roles where rolname='$PGUSER_NAME'")" != "t" ]; then
+  psql_admin -c "alter role $PGUSER_NAME createrole" >&2
 fi
 if [ "$(psql_admin -c "select 1 from pg_database where datname='$PGDB'")" != "1" ]; then
   psql_admin -c "create database $PGDB owner $PGUSER_NAME" >&2

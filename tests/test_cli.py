@@ -89,6 +89,16 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in r.stderr
 
 
+def test_usage_errors_exit_2_with_a_usage_line_not_a_traceback(tmp_path: Path) -> None:
+    for args, needle in [(("replay", "--bogus"), "No such option: --bogus"),
+                         (("nosuch",), "No such command 'nosuch'"),
+                         (("db", "create-reader"), "Missing argument")]:
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in r.stderr and "Usage:" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
 def test_bad_config_is_reported(tmp_path: Path, stream_files: tuple[Path, Path]) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("batch_size: -3\n")

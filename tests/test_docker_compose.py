@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from dashboards import DATASOURCE_UID, JSON_DIR, PROVISIONING_DIR
@@ -59,11 +60,11 @@ def _command(service: str) -> list[str]:
 
 
 def test_services_and_images() -> None:
-    assert set(SERVICES) == {"kafka", "postgres", "grafana", "infersentry", "simulator"}
+    assert set(SERVICES) == {"kafka", "postgres", "grafana", "grafana-reader", "infersentry", "simulator"}
     assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", SERVICES["kafka"]["image"])
     assert SERVICES["postgres"]["image"] == "postgres:16"
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
-    for name in ("infersentry", "simulator"):
+    for name in ("infersentry", "simulator", "grafana-reader"):
         build = SERVICES[name]["build"]
         assert build["context"] == "." and (ROOT / build["dockerfile"]).is_file()
         assert SERVICES[name]["image"] == "infersentry:local"
@@ -103,11 +104,15 @@ def test_depends_on_conditions_reference_health_checked_services() -> None:
         assert isinstance(deps, dict), f"{name}: use the long depends_on form with conditions"
         for dep, spec in deps.items():
             assert dep in SERVICES
+            if spec["condition"] == "service_completed_successfully":  # a one-shot job that exits
+                assert SERVICES[dep]["restart"] == "no", f"{name} waits for {dep} to exit, but it restarts"
+                continue
             assert spec["condition"] == "service_healthy", f"{name} -> {dep}"
             assert "healthcheck" in SERVICES[dep], f"{name} waits for {dep}, which has no health check"
     assert set(SERVICES["infersentry"]["depends_on"]) == {"kafka", "postgres"}
     assert set(SERVICES["simulator"]["depends_on"]) == {"kafka"}
-    assert set(SERVICES["grafana"]["depends_on"]) == {"postgres"}
+    assert set(SERVICES["grafana"]["depends_on"]) == {"grafana-reader"}
+    assert set(SERVICES["grafana-reader"]["depends_on"]) == {"postgres"}
 
 
 def test_volumes_are_named_or_existing_repo_paths() -> None:
@@ -141,7 +146,11 @@ def test_grafana_mounts_provisioning_and_dashboards_consistently() -> None:
     assert needed and needed <= set(env), f"unset for grafana: {needed - set(env)}"
     assert env["INFERSENTRY_PG_HOST"] == "postgres:5432"
     assert env["INFERSENTRY_PG_DB"] == _env("postgres")["POSTGRES_DB"]
-    assert env["INFERSENTRY_PG_USER"] == _env("postgres")["POSTGRES_USER"]
+    # Grafana reads with the SELECT-only role that the grafana-reader job creates, with its password
+    reader_cmd = _command("grafana-reader")
+    assert reader_cmd[:4] == ["infersentry", "db", "create-reader", env["INFERSENTRY_PG_USER"]]
+    assert env["INFERSENTRY_PG_USER"] != _env("postgres")["POSTGRES_USER"]
+    assert _env("grafana-reader")["INFERSENTRY_READER_PASSWORD"] == env["INFERSENTRY_PG_PASSWORD"]
     assert ("127.0.0.1", 3000) in [(h.split(":")[0], c) for h, c in _ports("grafana")]
     assert yaml.safe_load(ds_text)["datasources"][0]["uid"] == DATASOURCE_UID
 
@@ -153,6 +162,25 @@ def test_consumer_and_simulator_commands() -> None:
     assert _command("simulator") == [
         "infersentry", "simulate", "--bootstrap", "kafka:9092", "--rate", "200", "--events", "1000000"]
     assert SERVICES["infersentry"]["restart"] == "on-failure"
+    assert _command("grafana-reader") == ["infersentry", "db", "create-reader", "grafana_reader", "--db", db_url]
+
+
+@pytest.mark.parametrize("service", ["infersentry", "simulator", "grafana-reader"])
+def test_service_commands_parse_with_the_real_cli(service: str) -> None:
+    """Every infersentry command in the compose file is accepted by the CLI's own parser."""
+    import typer
+
+    from pipeline.cli import app
+
+    command, args = typer.main.get_command(app), _command(service)[1:]
+    while hasattr(command, "get_command"):  # a group: the next word names a subcommand
+        name, args = args[0], args[1:]
+        sub = command.get_command(command.make_context("infersentry", [name, "--help"], resilient_parsing=True),
+                                  name)
+        assert sub is not None, f"{service}: unknown command {name}"
+        command = sub
+    # parses every option and argument (raises on an unknown option or a missing argument)
+    command.make_context(command.name or "", list(args))
 
 
 def _dockerfile() -> list[tuple[str, str]]:
