@@ -138,6 +138,12 @@ def run_adwin(s, start: int = 2000) -> list[int]:  # type: ignore[no-untyped-def
     return alarms
 
 
+def per_seed(rows: list[tuple[list[int], list[int]]]) -> str:
+    """Our delay per seed (``-`` = not detected), e.g. ``199/849/-``."""
+    after = [[a - CHANGE for a in r[0] if a >= CHANGE] for r in rows]
+    return "/".join(str(a[0]) if a else "-" for a in after)
+
+
 def summarize(name: str, rows: list[tuple[list[int], list[int]]]) -> str:
     out = [name]
     for k in (0, 1):
@@ -151,6 +157,7 @@ def summarize(name: str, rows: list[tuple[list[int], list[int]]]) -> str:
                 delays.append(after[0] - CHANGE)
         med = f"{int(np.median(delays))}" if delays else "-"
         out += [f"{det}/{len(rows)}", med, str(fa)]
+    out.append(per_seed(rows))
     return "| " + " | ".join(out) + " |"
 
 
@@ -166,8 +173,8 @@ def main() -> None:
     KW.update(json.loads(args.kw))
     d = args.d
     print(f"d={d}, seeds={args.seeds}, change at {CHANGE} of {N}; delay = events after the change")
-    print("| scenario | ours detected | ours median delay | ours FA before | ADWIN detected | ADWIN median delay | ADWIN FA before |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | ours detected | ours median delay | ours FA before | ADWIN detected | ADWIN median delay | ADWIN FA before | ours per seed |")
+    print("|---|---|---|---|---|---|---|---|")
     names = list(scenarios(d, World(d, 0)))
     if args.only:
         names = [nm for nm in names if any(o in nm for o in args.only)]

@@ -140,3 +140,44 @@ def normal_threshold(budget: float, tests_per_event: float) -> float:
     """Bonferroni threshold on ``|Z|`` (used for detectors without a caller-resampling null)."""
     p = 1.0 / (budget * tests_per_event)
     return float(-ndtri(p / 2.0))
+
+
+def tilt_root_table(values: np.ndarray, probs: np.ndarray, n_grid: int = 257) -> tuple[float, float, np.ndarray]:
+    """Signed root of the exponential-tilt deviance of a discrete score distribution, tabulated.
+
+    For a score with reference distribution ``P(s = values[b]) = probs[b]`` and cumulant
+    generating function ``K(t)``, the mean ``m`` of ``n`` independent scores has the tail
+    ``P(mean >= m) ~ Phi(-sqrt(n) R(m))`` with ``R(m) = sign(m - mu) sqrt(2 sup_t (t m - K(t)))``
+    (saddlepoint / large deviations; the binomial special case is :func:`signed_root_binomial`).
+    Unlike the Wald score ``(m - mu) / sd`` this is accurate in the far tails of skewed scores.
+
+    Returns ``(lo, hi, grid)``: ``R`` at ``n_grid`` equally spaced means from ``lo`` to ``hi``
+    (the support's ends, where ``R^2 = -2 log P(s = end)`` is finite).
+
+    >>> lo, hi, g = tilt_root_table(np.array([0.0, 1.0]), np.array([0.9, 0.1]), 5)
+    >>> [round(float(v), 3) for v in g]  # equals signed_root_binomial(m, 0.1, 1)
+    [-0.459, 0.43, 1.011, 1.543, 2.146]
+    """
+    keep = probs > 0
+    s, p = values[keep].astype(np.float64), probs[keep] / probs[keep].sum()
+    lo, hi = float(s.min()), float(s.max())
+    grid_m = np.linspace(lo, hi, n_grid)
+    if hi - lo < 1e-12:
+        return lo, hi, np.zeros(n_grid)
+    mu = float((s * p).sum())
+    # tilts on a sinh-spaced grid reach means close to both ends of the support
+    t = np.sinh(np.linspace(-12.0, 12.0, 1601)) / (hi - lo)
+    a = t[:, None] * s[None, :]
+    a_max = a.max(1, keepdims=True)
+    e = p[None, :] * np.exp(a - a_max)
+    k = np.log(e.sum(1)) + a_max[:, 0]
+    m = (e * s[None, :]).sum(1) / e.sum(1)
+    rate = np.maximum(t * m - k, 0.0)
+    root = np.sign(m - mu) * np.sqrt(2.0 * rate)
+    # the ends: all mass on the extreme value
+    m_all = np.concatenate([[lo], m, [hi]])
+    p_lo, p_hi = float(p[s == lo].sum()), float(p[s == hi].sum())
+    r_all = np.concatenate([[-np.sqrt(-2.0 * np.log(p_lo))], root, [np.sqrt(-2.0 * np.log(p_hi))]])
+    order = np.argsort(m_all, kind="stable")
+    m_all, r_all = m_all[order], np.maximum.accumulate(r_all[order])
+    return lo, hi, np.interp(grid_m, m_all, r_all)

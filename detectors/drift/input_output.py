@@ -14,9 +14,11 @@ Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
    is mapped to one of ``n_bins`` reference-quantile bins or a missing bin. Categorical channels
    (string features and the predicted class) map to the reference's frequent categories,
    ``other`` and missing. Each channel yields linear scores: location (centred mid-rank, a
-   Mann-Whitney-type score), spread (``|2u - 1|``) and missing rate for numeric channels; one
-   indicator per category for categorical ones. Integer bin counts make every window statistic
-   exact and independent of how the stream was cut into batches.
+   Mann-Whitney-type score), spread (squared normal score of the mid-rank, Klotz-type) and
+   missing rate for numeric channels; one indicator per category for categorical ones. Integer
+   bin counts make every window statistic exact and independent of how the stream was cut into
+   batches. A window mean becomes a z-score by the signed root of the reference score
+   distribution's tilt deviance (accurate far tails for skewed and bounded scores alike).
 3. **Tests.** *Single* tests: every numeric channel's location, spread and missing rate, and the
    ``other``/``missing`` share of every categorical channel. *Joint* tests (quadratic forms of
    the standardised scores, whitened with their reference correlation, referred to chi-square):
@@ -64,6 +66,7 @@ from detectors.base import (
 from detectors.drift._stats import (
     calibrate_threshold,
     signed_root_binomial,
+    tilt_root_table,
     weighted_quantiles,
 )
 from detectors.episodes import EpisodeTracker
@@ -73,6 +76,7 @@ _OUTPUTS = ("confidence", "margin", "entropy")
 _LINEAR, _INDICATOR = 0, 1
 _GRID = float(2**20)
 _CHUNK_BLOCKS = 40  # closes evaluated together (bounds the memory of the vectorised scan)
+_TILT_GRID = 513  # points of a tabulated tilt root
 
 
 def _caller_codes(
@@ -261,6 +265,9 @@ class DriftDetector(Detector):
     anonymous_run : int, default 50
         Events without a ``client_id`` are grouped, for the variance model only, into
         pseudo-callers of this many consecutive positions.
+    spread_score : {"normal", "rank"}, default "normal"
+        Spread score of a value in a reference bin with mid-rank ``u``: ``Phi^-1(u)^2``
+        (Klotz-type, efficient for scale changes) or ``|2u - 1|`` (Ansari-Bradley-type).
 
     Examples
     --------
@@ -280,7 +287,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 4
+    state_version: ClassVar[int] = 5
 
     def __init__(
         self,
@@ -304,6 +311,7 @@ class DriftDetector(Detector):
         cov_caller_blocks: int = 8,
         cov_min_events: float = 2.0,
         anonymous_run: int = 50,
+        spread_score: str = "normal",
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
         super().__init__(
@@ -326,6 +334,7 @@ class DriftDetector(Detector):
             cov_caller_blocks=cov_caller_blocks,
             cov_min_events=cov_min_events,
             anonymous_run=anonymous_run,
+            spread_score=spread_score,
         )
         if int(reference_size) < 200:
             raise ValueError(f"reference_size must be >= 200, got {reference_size}")
@@ -366,6 +375,8 @@ class DriftDetector(Detector):
             raise ValueError(f"cov_min_events must be >= 0, got {cov_min_events}")
         if int(anonymous_run) < 1:
             raise ValueError(f"anonymous_run must be >= 1, got {anonymous_run}")
+        if spread_score not in ("normal", "rank"):
+            raise ValueError(f"spread_score must be 'normal' or 'rank', got {spread_score!r}")
         if context.events_between_false_alarms <= 0:
             raise ValueError("context.events_between_false_alarms must be > 0")
         if reference is not None and "X" not in reference:
@@ -394,6 +405,7 @@ class DriftDetector(Detector):
         # event a window can reach, whether its caller already appeared in its covariance super-block
         self.hist_len = max(self.window_sizes) + self.cov_step - self.block_size
         self.anonymous_run = int(anonymous_run)
+        self.spread_score = str(spread_score)
         self.budget = float(context.events_between_false_alarms)
         self.n_bins_total = max(self.n_bins, self.max_categories + 1) + 1
         self.missing_bin = self.n_bins_total - 1
@@ -561,7 +573,10 @@ class DriftDetector(Detector):
             else:
                 u = np.full(nb - 1, 0.5)
             loc = np.append(u - 0.5, 0.0)
-            spr = np.append(np.abs(2 * u - 1), 0.0)
+            if self.spread_score == "normal":  # Klotz-type: squared normal score of the mid-rank
+                spr = np.append(ndtri(np.clip(u, 1e-4, 1 - 1e-4)) ** 2, 0.0)
+            else:  # Ansari-Bradley-type
+                spr = np.append(np.abs(2 * u - 1), 0.0)
             for tab, lab in ((loc, "location"), (spr, "spread")):
                 mu_obs = float((tab[: nb - 1] * cnt[: nb - 1]).sum() / max(p_obs, 1e-12))
                 tab = tab.copy()
@@ -605,6 +620,7 @@ class DriftDetector(Detector):
         sig_w = np.maximum(var - tau2, 0.0)
         vref = (tau2 * a_ref + sig_w * sw) / sw**2
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
+        self._fit_tilt(bins, w, model)
         self._fit_tests(S[kept], model, d)
         self._fit_covariance(bins, codes, vcodes, model, d)
         self.model = model
@@ -614,6 +630,61 @@ class DriftDetector(Detector):
         self.episodes.threshold = float(self.threshold)
         self.fitted = True
         self._start_monitoring()
+
+    def _fit_tilt(self, bins: np.ndarray, w: np.ndarray, model: dict[str, Any]) -> None:
+        """Tabulated tilt roots (accurate tails) of every linear score column (location, spread).
+
+        The Wald score ``(mean - mu) / sd`` of a window mean misjudges the far tail of a skewed
+        score: for the squared normal score of the spread channel, Wald |z| = 5.83 on 50 events is
+        really |z| ~ 5.2 upwards (40x more false alarms) and ~ 13 downwards; for the bounded
+        mid-rank location score it is conservative (really ~ 6.1). The signed root of the reference
+        score distribution's exponential-tilt deviance, scaled by the window's effective size
+        ``var / v`` (``v`` from the caller-aware variance model), is accurate for ``var / v``
+        independent events (see :func:`tilt_root_table`). A column's score is the *less* extreme
+        of the two: the tilt root corrects Wald where Wald overstates the evidence (a spread
+        increase), and Wald is kept where the tilt root would exceed it (the bounded location
+        score, a spread decrease), because between-caller variation makes real window means
+        closer to normal than ``var / v`` independent draws.
+        """
+        labels, chan, tab = model["labels"], model["chan"], model["tab"]
+        nb = self.n_bins_total
+        cols, los, invs, grids = [], [], [], []
+        for k, lab in enumerate(labels):
+            if lab not in ("location", "spread") or model["kind"][k] != _LINEAR:
+                continue
+            cnt = np.bincount(bins[:, chan[k]], weights=w, minlength=nb)
+            lo_k, hi_k, g = tilt_root_table(tab[k], cnt, _TILT_GRID)
+            if hi_k <= lo_k:
+                continue
+            # a column whose tilt root is nowhere less extreme than Wald keeps Wald: no table
+            # (the mid-rank location score of a continuous channel is ~uniform: lighter tails)
+            p = cnt / cnt.sum()
+            sd = float(np.sqrt((p * (tab[k] - (p * tab[k]).sum()) ** 2).sum()))
+            wald = (np.linspace(lo_k, hi_k, _TILT_GRID) - model["mu"][k]) / max(sd, 1e-12)
+            if np.all(np.abs(g) >= np.abs(wald) * (1.0 - 1e-9)):
+                continue
+            cols.append(k)
+            los.append(lo_k)
+            invs.append((_TILT_GRID - 1) / (hi_k - lo_k))
+            grids.append(g)
+        model.update(
+            tilt_cols=np.array(cols, dtype=np.int64),
+            tilt_lo=np.array(los),
+            tilt_inv=np.array(invs),
+            tilt_grid=np.array(grids).reshape(len(cols), _TILT_GRID),
+        )
+
+    def _tilt_z(self, mean: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Tilt-root scores of the ``tilt_cols`` columns: ``sqrt(var / v) R(mean)`` (k x columns)."""
+        m = self.model
+        cols = m["tilt_cols"]
+        pos = np.clip((mean - m["tilt_lo"]) * m["tilt_inv"], 0.0, _TILT_GRID - 1.0)
+        i = np.minimum(pos.astype(np.int64), _TILT_GRID - 2)
+        f = pos - i
+        i += (np.arange(len(cols)) * _TILT_GRID)[None, :]
+        g = m["tilt_grid"].ravel()
+        r = g[i] * (1.0 - f) + g[i + 1] * f
+        return np.asarray(np.sqrt((m["tau2"][cols] + m["sigw"][cols]) / v) * r)
 
     def _n_pp(self) -> int:
         """Columns of the per-block covariance sums: the distinct products and their event count."""
@@ -885,6 +956,10 @@ class DriftDetector(Detector):
         if live:
             v = v + m["vref"]
         zw = (mean - m["mu"]) / np.sqrt(v)
+        tc = m["tilt_cols"]
+        if len(tc):  # never beyond the tilt root (skewed scores' tails); the joint tests use it too
+            zt = self._tilt_z(mean[:, tc], v[:, tc])
+            zw[:, tc] = np.where(np.abs(zt) < np.abs(zw[:, tc]), zt, zw[:, tc])
         z = zw.copy()
         ind = m["kind"] == _INDICATOR
         if ind.any():
@@ -1523,9 +1598,10 @@ class DriftDetector(Detector):
                 }
             return
         mdl = dict(state["model"])
-        for key in ("ref_p", "edges", "lo_hi", "ref_loc", "ref_spread", "tab", "mu", "tau2", "sigw", "vref"):
+        for key in ("ref_p", "edges", "lo_hi", "ref_loc", "ref_spread", "tab", "mu", "tau2", "sigw", "vref",
+                    "tilt_lo", "tilt_inv", "tilt_grid"):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
-        for key in ("chan", "kind"):
+        for key in ("chan", "kind", "tilt_cols"):
             mdl[key] = np.asarray(mdl[key], dtype=np.int64)
         for key in ("tested",):
             mdl[key] = np.asarray(mdl[key], dtype=bool)
@@ -1545,6 +1621,7 @@ class DriftDetector(Detector):
         for key in ("pca_med", "pca_scale", "pca_isd", "pca_basis"):
             if key in mdl:
                 mdl[key] = np.asarray(mdl[key], dtype=np.float64)
+        mdl["tilt_grid"] = mdl["tilt_grid"].reshape(len(mdl["tilt_cols"]), _TILT_GRID)
         mdl["labels"] = list(mdl["labels"])
         mdl["names"] = list(mdl["names"])
         mdl["cat_maps"] = [{str(k): int(v) for k, v in cm.items()} for cm in mdl["cat_maps"]]
