@@ -783,6 +783,24 @@ def ring_advance(head: np.ndarray, length: np.ndarray, lay: Layout, K: int) -> N
     length[gs] = np.minimum(length[gs].astype(np.int64) + gn, K)
 
 
+def _grown(a: np.ndarray, rows: int, fill: Any) -> np.ndarray:
+    """``a`` with ``rows`` rows, the new ones set to ``fill``. In place (``realloc``: a large block is
+    remapped, not copied, so the old and the new table never coexist) when ``a`` owns its data and
+    the caller passed its only reference (popped from its container); otherwise a copy.
+
+    >>> a = np.arange(3.0)
+    >>> _grown(a, 5, -1.0).tolist()
+    [0.0, 1.0, 2.0, -1.0, -1.0]
+    """
+    n = len(a)
+    try:
+        a.resize((rows, *a.shape[1:]), refcheck=True)
+    except ValueError:  # a view, or referenced elsewhere
+        return np.concatenate([a, np.full((rows - n, *a.shape[1:]), fill, dtype=a.dtype)])
+    a[n:] = fill
+    return a
+
+
 class CallerTable:
     """Maps ``client_id`` to a row ("slot") of per-caller numpy arrays, with bounded memory.
 
@@ -825,12 +843,11 @@ class CallerTable:
         new = min(self.max_callers, max(cap * 2, need))
         if new <= cap:
             return
-        self.last_ts = np.concatenate([self.last_ts, np.full(new - cap, -np.inf)])
-        self.protected = np.concatenate([self.protected, np.zeros(new - cap, dtype=bool)])
-        for name, (shape, dtype, fill) in self.fields.items():
-            self.arrays[name] = np.concatenate(
-                [self.arrays[name], np.full((new - cap, *shape), fill, dtype=dtype)]
-            )
+        # each array is handed over as its only reference, so that it can grow in place
+        self.last_ts = _grown(vars(self).pop("last_ts"), new, -np.inf)
+        self.protected = _grown(vars(self).pop("protected"), new, False)
+        for name, (_, _, fill) in self.fields.items():
+            self.arrays[name] = _grown(self.arrays.pop(name), new, fill)
 
     def reset(self, slots: np.ndarray) -> None:
         for name, (_, _, fill) in self.fields.items():
