@@ -10,6 +10,7 @@ seen: the tail of the caller's stored ring plus the caller's earlier events in t
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,10 +147,12 @@ class CappedReference:
         self.margin = np.empty(0)
         self.ts = np.empty(0)
         self.pos = np.empty(0, dtype=np.int64)  # position among the events seen, for ordering
+        self.key = np.empty(0, dtype=np.int64)  # caller key per row (see caller_key)
         self.oX = np.empty((0, n_features))
         self.omargin = np.empty(0)
         self.ots = np.empty(0)
         self.opos = np.empty(0, dtype=np.int64)
+        self.okey = np.empty(0, dtype=np.int64)
         self.counts: dict[str, int] = {}
         self.seen = 0
         self.first_event: str | None = None
@@ -161,7 +164,7 @@ class CappedReference:
     def add(self, batch: EventBatch, start: int = 0) -> int | None:
         """Offer rows ``start:`` of ``batch``; returns the row at which the reference completed
         (it is included), or None while it is incomplete."""
-        take, over, tpos, opos = [], [], [], []
+        take, over, tpos, opos, tkey, okey = [], [], [], [], [], []
         done: int | None = None
         n_adm, n_over = self.n, len(self.oX)
         counts = self.counts
@@ -175,10 +178,12 @@ class CappedReference:
                     counts[cid] = k + 1
                 take.append(i)
                 tpos.append(self.seen)
+                tkey.append(caller_key(cid, self.seen))
                 n_adm += 1
             elif n_over < self.size:
                 over.append(i)
                 opos.append(self.seen)
+                okey.append(caller_key(cid, self.seen))
                 n_over += 1
             self.seen += 1
             if n_adm >= self.size or self.seen >= self.patience:
@@ -190,12 +195,14 @@ class CappedReference:
             self.margin = np.concatenate([self.margin, batch.margin[t]])
             self.ts = np.concatenate([self.ts, batch.ts[t]])
             self.pos = np.concatenate([self.pos, np.array(tpos, dtype=np.int64)])
+            self.key = np.concatenate([self.key, np.array(tkey, dtype=np.int64)])
         if over:
             o = np.array(over)
             self.oX = np.concatenate([self.oX, batch.X[o]])
             self.omargin = np.concatenate([self.omargin, batch.margin[o]])
             self.ots = np.concatenate([self.ots, batch.ts[o]])
             self.opos = np.concatenate([self.opos, np.array(opos, dtype=np.int64)])
+            self.okey = np.concatenate([self.okey, np.array(okey, dtype=np.int64)])
         return done
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -210,13 +217,22 @@ class CappedReference:
         o = np.argsort(pos, kind="stable")
         return X[o], mg[o], ts[o]
 
+    def caller_keys(self) -> np.ndarray:
+        """Caller key (:func:`caller_key`) of every row of :meth:`arrays`, in the same order."""
+        key, pos = self.key, self.pos
+        short = self.size - len(key)
+        if short > 0 and len(self.okey):
+            key = np.concatenate([key, self.okey[:short]])
+            pos = np.concatenate([pos, self.opos[:short]])
+        return key[np.argsort(pos, kind="stable")]  # type: ignore[no-any-return]
+
     def distinct_callers(self) -> int:
         return len(self.counts)
 
     def state(self) -> dict[str, Any]:
         return {
             "X": self.X.copy(), "margin": self.margin.copy(), "ts": self.ts.copy(), "pos": self.pos.copy(),
-            "oX": self.oX.copy(), "omargin": self.omargin.copy(), "ots": self.ots.copy(), "opos": self.opos.copy(),
+            "key": self.key.copy(), "okey": self.okey.copy(), "oX": self.oX.copy(), "omargin": self.omargin.copy(), "ots": self.ots.copy(), "opos": self.opos.copy(),
             "callers": list(self.counts), "counts": np.array(list(self.counts.values()), dtype=np.int64),
             "seen": self.seen, "first_event": self.first_event,
         }
@@ -229,6 +245,9 @@ class CappedReference:
         self.oX = np.asarray(s["oX"], dtype=f).reshape(-1, self.d)
         self.omargin, self.ots = np.asarray(s["omargin"], dtype=f), np.asarray(s["ots"], dtype=f)
         self.opos = np.asarray(s["opos"], dtype=np.int64)
+        # snapshots from before caller keys: every row its own caller
+        self.key = np.asarray(s["key"], dtype=np.int64) if "key" in s else -1 - self.pos
+        self.okey = np.asarray(s["okey"], dtype=np.int64) if "okey" in s else -1 - self.opos
         self.counts = dict(zip(s["callers"], np.asarray(s["counts"]).tolist(), strict=True))
         self.seen = int(s["seen"])
         self.first_event = s["first_event"]
@@ -935,6 +954,17 @@ class CallerTable:
 
     def nbytes(self) -> int:
         return int(self.last_ts.nbytes + self.protected.nbytes + sum(a.nbytes for a in self.arrays.values()))
+
+
+def caller_key(client_id: str | None, position: int) -> int:
+    """A stable non-negative key of a caller (CRC-32 of its id), or ``-1 - position`` for an event
+    without ``client_id`` (each such event its own caller). Equal ids give equal keys in every
+    process; a collision of two callers only merges them where keys are compared.
+
+    >>> caller_key("acct-1", 0) == caller_key("acct-1", 9), caller_key(None, 4)
+    (True, -5)
+    """
+    return zlib.crc32(client_id.encode()) if client_id is not None else -1 - position
 
 
 def caller_codes(client_ids: list[str | None]) -> tuple[np.ndarray, list[str]]:

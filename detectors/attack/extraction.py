@@ -4,7 +4,8 @@ Method
 ------
 A model thief needs many labelled points that cover the input space, and it rarely has enough
 natural inputs: it sends synthetic ones (uniform or Gaussian noise, Jacobian-based augmentation
-``x + lambda * sign(grad)`` of a few natural seeds). Two per-caller statistics are kept:
+``x + lambda * sign(grad)`` of a few natural seeds, random perturbations of a seed set).
+Per-caller statistics:
 
 * **OOD share** - a robust-PCA model of the first ``reference_events`` events (even events fit,
   odd events held out, as in :mod:`detectors.attack.outlier`) gives every query an
@@ -12,7 +13,17 @@ natural inputs: it sends synthetic ones (uniform or Gaussian noise, Jacobian-bas
   ``ood_quantile`` (so about 1% of natural queries are). The statistic is the number of OOD
   queries among the caller's last ``window`` queries; natural callers almost never reach
   ``ood_threshold`` (binomial tail), noise and augmentation extractors do within a few queries.
-* **PRADA normality** (Juuti et al., PRADA): for each query the distance to its nearest
+* **Derived queries** - a thief that grows a seed set (perturbations, Jacobian steps) queries
+  children close to *one of its own earlier queries*: closer than an unrelated natural query
+  ever is to its nearest neighbour among ``prada_history`` others. Each query's distance to its
+  nearest earlier own query (last ``prada_history``, exact repeats ignored: retries, canaries) is
+  compared with the radius at which a natural query's nearest neighbour among ``prada_history``
+  unrelated natural queries falls with probability ``derived_quantile`` (0.1%), set from all
+  pairs of reference events of *different* callers. The statistic is the number of derived
+  queries among the caller's last ``window``; ``derived_threshold`` of them raise the alert.
+  Distances are RMS per standardised feature on fingerprints: the standardised input itself
+  up to ``FP_DIMS`` (24) features, else a seeded Gaussian projection to 24 dimensions (float16).
+* **PRADA normality** (Juuti et al., PRADA; off by default, ``prada=True``): for each query the distance to its nearest
   neighbour among the caller's previous ``prada_history`` queries (exact repeats ignored) is
   recorded; natural queries give roughly normally distributed distances, synthetic
   augmentation sequences do not (many tiny steps next to large jumps). Over the caller's last
@@ -21,14 +32,20 @@ natural inputs: it sends synthetic ones (uniform or Gaussian noise, Jacobian-bas
   prada_threshold`` is evidence of extraction. Unlike PRADA we test the *logarithm* of the
   distances: a minimum over a bounded history is right-skewed even for natural traffic (raw
   ``W'`` has a median near 0.87 on benign Gaussian data), while log-distances are close to
-  normal (0.1% quantile of benign ``W'`` about 0.92 with 48 distances).
+  normal (0.1% quantile of benign ``W'`` about 0.92 with 48 distances). Its distances are
+  taken in an 8-dimensional projection of the fingerprints and the test starts once all
+  ``window`` distances come from full histories. Off by default: with the derived-query count it
+  caught no attacker first on any benchmark, and its benign ``W'`` sits at the threshold (it
+  flagged heavy benign digits callers whenever the fingerprints changed).
 
-The score is ``max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold))`` and the alert
-fires at the first query where it reaches 1 (one alert per caller while its state lives).
-``event_ids`` holds the caller's OOD queries (at most ``max_evidence``, trigger included); the
-explanation gives both statistics, the window and the reference period.
+The score is ``max(ood_count / ood_threshold, derived_count / derived_threshold[, (1 - W') / (1 -
+prada_threshold)])`` and the alert fires at the first query where it reaches 1 (one alert per
+caller while its state lives). ``event_ids`` holds the caller's OOD and derived queries (at most
+``max_evidence``, trigger included); the explanation gives the statistics, the window and the
+reference period.
 
-Memory per caller: ``window * 19 + 40`` bytes in numpy arrays (648 by default), at
+Memory per caller: ``window + 2 * prada_history * min(d, 24) + 43`` bytes in numpy arrays (843 at 64
+features, 587 at 16 by default; PRADA adds ``2 * window - 2``), at
 most ``max_callers`` callers with the same TTL/LRU rules as :mod:`detectors.attack.campaign`.
 The first ``reference_events`` events are held back until the model is fitted and then scored.
 Events without ``client_id`` are not scored.
@@ -60,7 +77,6 @@ from detectors.attack._common import (
     window_index,
 )
 from detectors.attack._shift import ShiftMonitor
-from detectors.attack.campaign import nn_distances
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
@@ -74,8 +90,11 @@ from detectors.base import (
 )
 from pipeline.events import EventBatch
 
+#: fingerprints keep the standardised input itself up to this many features, else a random projection to it
+FP_DIMS = 24
+#: PRADA's distances are taken in a random projection of the fingerprints to this many dimensions
 PRADA_DIMS = 8
-#: standardised values are clipped to +-FP_CLIP before the PRADA fingerprint projection
+#: standardised values are clipped to +-FP_CLIP before the fingerprint projection
 FP_CLIP = 50.0
 #: the typicality CUSUM is kept in integers (exact, so batch cuts cannot change a decision)
 ATYP_UNIT = 1024
@@ -111,7 +130,7 @@ def shapiro_francia(D: np.ndarray) -> np.ndarray:
 
 @register
 class ExtractionDetector(Detector):
-    """Per-caller model-extraction detector (OOD share + PRADA normality test).
+    """Per-caller model-extraction detector (OOD share, derived queries, optional PRADA test).
 
     Parameters
     ----------
@@ -124,16 +143,24 @@ class ExtractionDetector(Detector):
     ood_quantile : float, default 0.99
         Held-out reference quantile above which a query is OOD.
     window : int, default 32
-        Queries per caller over which OOD queries are counted.
+        Queries per caller over which OOD and derived queries are counted.
     ood_threshold : int, default 10
         OOD queries in the window that raise an alert.
     prada_history : int, default 16
-        Previous queries a new query's nearest-neighbour distance is taken over (<= window).
-        The normality test runs on the last ``window`` distances, once there are that many.
+        Previous queries a new query's nearest-neighbour distance is taken over (<= window), for
+        the derived-query count and PRADA. The normality test runs on the last ``window``
+        distances once all of them come from full histories.
     prada_threshold : float, default 0.5
         ``W'`` below this is extraction evidence.
     prada_every : int, default 4
         The test runs at every ``prada_every``-th query of a caller (saves CPU).
+    prada : bool, default False
+        Run the PRADA normality test (see the module docstring for why it is off).
+    derived_quantile : float, default 0.001
+        Probability that a natural query's nearest neighbour among ``prada_history`` unrelated
+        natural queries is closer than the derived-query radius.
+    derived_threshold : int or None, default 5
+        Derived queries among the last ``window`` that raise an alert (None: not used).
     max_evidence : int, default 50
         Cap on the event ids an alert carries.
     max_callers, ttl, suspicious_ttl : int, float, float
@@ -174,7 +201,7 @@ class ExtractionDetector(Detector):
     """
 
     name: ClassVar[str] = "extraction"
-    state_version: ClassVar[int] = 3
+    state_version: ClassVar[int] = 4
 
     def __init__(
         self,
@@ -190,6 +217,9 @@ class ExtractionDetector(Detector):
         prada_history: int = 16,
         prada_threshold: float = 0.5,
         prada_every: int = 4,
+        prada: bool = False,
+        derived_quantile: float = 0.001,
+        derived_threshold: int | None = 5,
         max_evidence: int = 50,
         max_callers: int = 1_000_000,
         ttl: float = 86400.0,
@@ -219,10 +249,12 @@ class ExtractionDetector(Detector):
             raise ValueError("ood_quantile must be in [0.5, 1)")
         if not 2 <= window <= 255 or not 1 <= ood_threshold <= window:
             raise ValueError("need 2 <= window <= 255 and 1 <= ood_threshold <= window")
-        if not 1 <= prada_history <= window or window < 8:
-            raise ValueError("need 1 <= prada_history <= window and window >= 8")
+        if not 1 <= prada_history <= window or window < 8 or window % prada_history:
+            raise ValueError("need 1 <= prada_history <= window, prada_history dividing window, window >= 8")
         if prada_every < 1:
             raise ValueError("prada_every must be >= 1")
+        if not 0.0 < derived_quantile < 0.5 or (derived_threshold is not None and not 1 <= derived_threshold <= window):
+            raise ValueError("need 0 < derived_quantile < 0.5 and derived_threshold None or in [1, window]")
         if not 0.0 < prada_threshold < 1.0:
             raise ValueError("prada_threshold must be in (0, 1)")
         if max_evidence < 1 or max_callers < 1 or ttl <= 0 or suspicious_ttl <= 0:
@@ -231,7 +263,8 @@ class ExtractionDetector(Detector):
             context, reference_events=reference_events, var_kept=var_kept,
             max_components=max_components, clip=clip, ood_quantile=ood_quantile, window=window,
             ood_threshold=ood_threshold, prada_history=prada_history,
-            prada_threshold=prada_threshold, prada_every=prada_every, max_evidence=max_evidence, max_callers=max_callers,
+            prada_threshold=prada_threshold, prada_every=prada_every, prada=prada, derived_quantile=derived_quantile,
+            derived_threshold=derived_threshold, max_evidence=max_evidence, max_callers=max_callers,
             ttl=ttl, suspicious_ttl=suspicious_ttl, typicality=typicality, atypical_ratio=atypical_ratio,
             atypical_arl=atypical_arl, refresh=refresh, reference_caller_cap=reference_caller_cap,
             shift_factor=shift_factor, shift_arl=shift_arl, shift_caller_window=shift_caller_window,
@@ -260,25 +293,33 @@ class ExtractionDetector(Detector):
         self.H = prada_history
         self.delta = prada_threshold
         self.prada_every = prada_every
+        self.prada = prada
+        self.derived_quantile = derived_quantile
+        self.D = derived_threshold
         self.max_evidence = max_evidence
         d = context.schema.n_numeric
         self._buf = WarmupBuffer(3 * reference_events, d)
         rng = np.random.default_rng([context.seed, 0xE7])
-        self.R = rng.normal(size=(d, PRADA_DIMS)) / np.sqrt(PRADA_DIMS)
+        # fingerprints: per-feature RMS distances are ||y - y'|| / sqrt(K) (exact when d <= FP_DIMS)
+        self.K = max(min(d, FP_DIMS), 1)
+        self._project = d > FP_DIMS
+        self.R = rng.normal(size=(d, FP_DIMS)) / np.sqrt(d) if self._project else np.eye(d, self.K)
+        self.P = rng.normal(size=(self.K, PRADA_DIMS)).astype(np.float32) / np.float32(np.sqrt(PRADA_DIMS))
+        self.derived_radius = float("nan")
         self._model: SubspaceModel | None = None
         self.ood_thr = float("nan")
         self._ref_span = (float("nan"), float("nan"))
         self.table = CallerTable(
             max_callers, ttl, suspicious_ttl,
             {
-                "ood": ((window,), np.uint8, 0),
                 "ohead": ((), np.int32, 0),
                 "olen": ((), np.int32, 0),
-                "hist": ((window, PRADA_DIMS), np.float16, 0),
-                "dist": ((window,), np.float16, np.nan),
+                "flags": ((window,), np.uint8, 0),  # bit 0: OOD, bit 1: derived
+                "hist": ((prada_history, self.K), np.float16, 0),
+                "dist": ((window if prada else 1,), np.float16, np.nan),  # PRADA's distances
                 "n_q": ((), np.int64, 0),
                 "first_ts": ((), np.float64, np.nan),
-                "first_ood": ((), np.float64, np.nan),
+                "first_ev": ((), np.float64, np.nan),
                 "alerted": ((), bool, False),
                 "atyp": ((), np.int64, 0),  # typicality CUSUM in units of 1 / ATYP_UNIT
             },
@@ -291,14 +332,92 @@ class ExtractionDetector(Detector):
             self._evidence.pop(s, None)
 
     # ---------------------------------------------------------------------------------------
-    def _fit(self, X: np.ndarray, ts: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, ts: np.ndarray, keys: np.ndarray) -> None:
         self._model, held = SubspaceModel.fit(X, self.var_kept, self.max_components, self.clip)
         if self._fp_model is None:
             self._fp_model = self._model
         self.ood_thr = float(np.quantile(held, self.ood_quantile))
+        self.derived_radius = self._natural_nn_quantile(X, keys)
         self._held = np.sort(held)
         self._ref_span = (float(ts.min()), float(ts.max()))
         self.monitor.restart()
+
+    def _fingerprints(self, Zc: np.ndarray) -> np.ndarray:
+        """float16 fingerprints of clipped standardised inputs (see FP_DIMS)."""
+        Y = Zc @ self.R if self._project else Zc[:, : self.K]
+        return Y.astype(np.float16)  # type: ignore[no-any-return]
+
+    def _history(self, oi: Window, n_groups: int) -> Window:
+        """The last ``prada_history`` columns of the window ``oi``, re-pointed at the fingerprint ring.
+
+        That ring holds ``H`` rows per caller written at the window ring's position modulo ``H``
+        (``H`` divides ``window``), so ring item ``g * W + p`` of the window pool is ``g * H + p % H``
+        of the fingerprint pool, and the batch's own items shift by ``G * (H - W)``.
+        """
+        W, H = self.W, self.H
+        idx = oi.index[:, -H:]
+        ring = idx < n_groups * W
+        g = idx // W
+        mapped = np.where(ring, g * H + (idx - g * W) % H, idx - n_groups * (W - H))
+        return Window(mapped.astype(np.int32, copy=False), oi.valid[:, -H:], H)
+
+    def _nn(self, Yw: np.ndarray, y: np.ndarray, valid: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Squared fingerprint distances of ``y`` (n, K) to its windows ``Yw`` (n, H, K, float32;
+        overwritten), the same in PRADA's ``PRADA_DIMS``-dimensional projection, and exact repeats
+        (both distances ``inf`` where there is no item or an exact repeat).
+
+        PRADA keeps a coarse projection: its normality test was calibrated on distances with that
+        much projection noise, which smooths the occasional very close natural pair (a re-sent
+        image with new pixel noise) that makes precise log-distances bimodal and ``W'`` small.
+        """
+        diff = np.subtract(Yw, y.astype(np.float32)[:, None, :], out=Yw)
+        d2 = np.einsum("nkp,nkp->nk", diff, diff)
+        exact = valid & (d2 == 0.0)
+        miss = ~valid | exact
+        np.copyto(d2, np.inf, where=miss)
+        if not self.prada:
+            return d2, d2, exact
+        proj = diff @ self.P
+        d2p = np.einsum("nkp,nkp->nk", proj, proj)
+        np.copyto(d2p, np.inf, where=miss)
+        return d2, d2p, exact
+
+    def _natural_nn_quantile(self, X: np.ndarray, keys: np.ndarray) -> float:
+        """Distance below which a natural query's nearest neighbour among ``prada_history``
+        unrelated natural queries falls with probability ``derived_quantile``.
+
+        With ``G`` the distribution of distances between two reference events of *different*
+        callers (``keys``; exact repeats left out), the nearest of ``H`` unrelated queries is below
+        ``r`` with probability ``1 - (1 - G(r))^H``; so ``r`` is ``G``'s quantile at
+        ``1 - (1 - q)^(1 / H)``. Pairs of one caller are left out: a caller that sent related queries
+        during the reference period (a slow boundary walk, up to 2% of the reference) would otherwise
+        make them the natural tail and shrink the radius below its own steps.
+        """
+        fp = self._fp_model
+        assert fp is not None
+        Y = self._fingerprints(standardise(fp.tf.apply(X), fp.center, fp.scale, FP_CLIP)).astype(np.float64)
+        n = len(Y)
+        g = 1.0 - (1.0 - self.derived_quantile) ** (1.0 / self.H)
+        m = int(g * n * (n - 1) / 2) + 2  # the smallest m pairs hold the quantile (at most n(n-1)/2 pairs)
+        sq = np.einsum("ij,ij->i", Y, Y)
+        tiny = 1e-9 * max(float(sq.max()) if n else 0.0, 1.0)  # exact repeats left out
+        keep, count = [], 0
+        for a in range(0, n, 256):  # row blocks of the upper triangle: a few MB at a time, not n^2 pairs
+            b = min(a + 256, n)
+            D2 = sq[a:b, None] + sq[None, a:] - 2.0 * (Y[a:b] @ Y[a:].T)
+            ok = (keys[a:b, None] != keys[None, a:]) & (D2 > tiny)
+            ok[:, : b - a] &= ~np.tri(b - a, dtype=bool)  # columns after the row only
+            v = D2[ok]
+            count += v.size
+            keep.append(np.partition(v, m - 1)[:m] if v.size > m else v)
+        if count == 0:
+            return 0.0
+        v = np.sort(np.concatenate(keep))
+        pos = g * (count - 1)  # np.quantile's linear interpolation between order statistics
+        lo = int(pos)
+        q = v[lo] + (pos - lo) * (v[min(lo + 1, v.size - 1)] - v[lo])
+        return float(np.sqrt(q / self.K))
 
     def _new_collector(self) -> CappedReference:
         n = self.reference_events
@@ -314,7 +433,7 @@ class ExtractionDetector(Detector):
             if done is None:
                 return EMPTY_OUTPUT
             X, _, ts = self._coll.arrays()
-            self._fit(X, ts)
+            self._fit(X, ts, self._coll.caller_keys())
             self.monitor.restart(self._coll.counts)
             self._coll = None
             held = self._buf.as_batch(batch)
@@ -368,7 +487,7 @@ class ExtractionDetector(Detector):
             if done is not None:
                 assert self._next is not None and self.shift is not None
                 X, _, ts = self._next.arrays()
-                self._fit(X, ts)
+                self._fit(X, ts, self._next.caller_keys())
                 self.monitor.restart(self._next.counts)
                 self.refreshes.append({"at_event": sub.event_ids[done], "at_ts": float(sub.ts[done]),
                                        "shift_at_event": self.shift["at_event"],
@@ -401,26 +520,33 @@ class ExtractionDetector(Detector):
         else:
             score_ev = score_all[srows]
         ood = (score_ev > self.ood_thr).astype(np.uint8)
-        # OOD count over the last `window` queries (this one included)
-        oi = window_index(lay, A["ohead"], A["olen"], self.W)
-        ow = oi.gather(A["ood"], ood, lay)
-        ood_count = (ow[:, 1:] * oi.valid[:, 1:]).sum(axis=1) + ood
         # PRADA: nearest-neighbour distance to the previous `prada_history` queries
         # PRADA fingerprints stay in the first reference's coordinates: a refresh must not mix two
         # scalings inside one caller's distance history
         fp = self._fp_model if self._fp_model is not None else mdl
         if z_all is not None:  # the same standardised values, clipped at FP_CLIP (see _shared_z)
-            Y = (np.clip(z_all[srows], -FP_CLIP, FP_CLIP) @ self.R).astype(np.float16)
+            Y = self._fingerprints(np.clip(z_all[srows], -FP_CLIP, FP_CLIP))
         else:
-            Y = (standardise(fp.tf.apply(Xs), fp.center, fp.scale, FP_CLIP) @ self.R).astype(np.float16)
-        hi = Window(oi.index[:, -self.H:], oi.valid[:, -self.H:], self.H)
-        d2, exact = nn_distances(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
-        dist = np.sqrt(d2.min(axis=1) / max(Xs.shape[1], 1)).astype(np.float16)  # inf if none
-        dist = np.where(np.isfinite(dist), dist, np.float16(np.nan))
+            Y = self._fingerprints(standardise(fp.tf.apply(Xs), fp.center, fp.scale, FP_CLIP))
+        oi = window_index(lay, A["ohead"], A["olen"], self.W)
+        hi = self._history(oi, len(lay.group_slots))
+        d2, d2p, exact = self._nn(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
+        dist32 = np.sqrt(d2.min(axis=1) / self.K)  # inf if none
+        # derived query: its nearest earlier own query is closer than natural neighbours ever are
+        derived = (dist32 < self.derived_radius).astype(np.uint8) if self.D is not None else np.zeros_like(ood)
+        if self.prada:
+            distp = np.sqrt(d2p.min(axis=1) / self.K)
+            dist = np.where(np.isfinite(distp), distp, np.nan).astype(np.float16)
+        # OOD and derived counts over the last `window` queries (this one included)
+        bits = ood | (derived << 1)
+        fw = oi.gather(A["flags"], bits, lay)[:, 1:] * oi.valid[:, 1:]
+        ood_count = (fw & 1).sum(axis=1) + ood
+        derived_count = (fw >> 1).sum(axis=1) + derived
         # the normality test runs at every `prada_every`-th query of a caller (a per-caller count,
-        # so batch-invariant) once `window` distances exist
+        # so batch-invariant) once all `window` distances come from full histories
         nth = A["n_q"][lay.slot] + lay.rank + 1
-        sel = np.flatnonzero((nth % self.prada_every == 0) & (nth > self.W))
+        sel = np.flatnonzero((nth % self.prada_every == 0) & (nth > self.W + self.H)) if self.prada \
+            else np.empty(0, dtype=np.int64)
         wprime = np.full(len(Xs), np.nan)
         if sel.size:
             sw = Window(oi.index[sel], oi.valid[sel], self.W)
@@ -450,11 +576,14 @@ class ExtractionDetector(Detector):
             S_atyp = C - np.minimum(M, 0)
         atyp = S_atyp / (self.atyp_h * ATYP_UNIT)
         score = np.maximum(np.maximum(ood_count / self.T, prada), atyp)
+        if self.D is not None:
+            score = np.maximum(score, derived_count / self.D)
         fire = (score >= 1.0) & ~A["alerted"][lay.slot]
         findings: list[Finding] = []
         flagged: list[FlaggedEvent] = []
-        # evidence: OOD queries of callers (bounded per caller)
-        ev_pos = np.flatnonzero(ood)
+        # evidence: OOD and derived queries of callers (bounded per caller)
+        evid = bits > 0
+        ev_pos = np.flatnonzero(evid)
         if ev_pos.size:
             for p in ev_pos.tolist():
                 s = int(lay.slot[p])
@@ -485,12 +614,12 @@ class ExtractionDetector(Detector):
                     ev = ev[: self.max_evidence - 1] + [eid]
                 n_q = int(A["n_q"][s]) + (p - g0) + 1
                 ts_g = ts[lay.order][g0:p + 1]
-                ood_g = ood[g0:p + 1].astype(bool)
+                ev_g = evid[g0:p + 1]
                 first_ts = float(A["first_ts"][s]) if np.isfinite(A["first_ts"][s]) else float(ts_g[0])
-                first_ood = float(A["first_ood"][s])
-                if not np.isfinite(first_ood) and ood_g.any():
-                    first_ood = float(ts_g[np.argmax(ood_g)])
-                window_start = first_ood if np.isfinite(first_ood) else first_ts
+                first_ev = float(A["first_ev"][s])
+                if not np.isfinite(first_ev) and ev_g.any():
+                    first_ev = float(ts_g[np.argmax(ev_g)])
+                window_start = first_ev if np.isfinite(first_ev) else first_ts
                 zt = np.abs(mdl.transform(Xs[p:p + 1]))[0]
                 top = np.argsort(-zt, kind="stable")[:5]
                 wp = wprime[p]
@@ -503,6 +632,10 @@ class ExtractionDetector(Detector):
                                  f"{self.delta}) over {self.W} queries")
                 parts.append(f"{int(ood_count[p])} of its last {n_win} queries out of distribution "
                              f"(alert at {self.T})")
+                if self.D is not None:
+                    parts.append(f"{int(derived_count[p])} of its last {n_win} queries derived from one of its "
+                                 f"own last {self.H} (nearest within {self.derived_radius:.3f}, closer than "
+                                 f"{self.derived_quantile:.1%} of natural nearest neighbours; alert at {self.D})")
                 if atyp[p] >= 1.0:
                     parts.append(f"its queries persistently atypical for the reference (typicality CUSUM "
                                  f"{S_atyp[p] / ATYP_UNIT:.1f} >= {self.atyp_h:.1f})")
@@ -510,11 +643,15 @@ class ExtractionDetector(Detector):
                 expl = {
                     "summary": summary,
                     "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold), "
-                                 "typicality_cusum / typicality_threshold)",
+                                 "typicality_cusum / typicality_threshold, derived_count / derived_threshold)",
                     "ood_count": int(ood_count[p]),
                     "ood_threshold": self.T,
                     "window": self.W,
                     "ood_event_threshold": self.ood_thr,
+                    "derived_count": int(derived_count[p]),
+                    "derived_threshold": self.D,
+                    "derived_radius": self.derived_radius,
+                    "derived_distance": None if not np.isfinite(dist32[p]) else float(dist32[p]),
                     "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
                     "prada_threshold": self.delta,
                     "typicality_cusum": float(S_atyp[p] / ATYP_UNIT),
@@ -541,22 +678,24 @@ class ExtractionDetector(Detector):
                 ))
                 flagged.append(FlaggedEvent(
                     eid, self.name, float(score[p]), 1.0,
-                    f"extraction: {int(ood_count[p])} OOD of last {self.W}, W'={wprime[p]:.3f}", cid,
+                    f"extraction: {int(ood_count[p])} OOD and {int(derived_count[p])} derived of last {self.W}, "
+                    f"W'={wprime[p]:.3f}", cid,
                 ))
                 self._evidence.pop(s, None)
         # ---- state update ----
-        ring_write(A["ood"], ood, lay, A["ohead"], self.W)
-        ring_write(A["hist"], Y, lay, A["ohead"], self.W)
-        ring_write(A["dist"], dist, lay, A["ohead"], self.W)
+        ring_write(A["flags"], bits, lay, A["ohead"], self.W)
+        ring_write(A["hist"], Y, lay, A["ohead"], self.H)  # at the window position mod H (see _history)
+        if self.prada:
+            ring_write(A["dist"], dist, lay, A["ohead"], self.W)
         ring_advance(A["ohead"], A["olen"], lay, self.W)
         ts_sorted = ts[lay.order]
         gslots = lay.group_slots
         A["first_ts"][gslots] = np.where(np.isfinite(A["first_ts"][gslots]), A["first_ts"][gslots],
                                          ts_sorted[lay.group_starts])
-        fo = group_first(ood, lay, ood.astype(bool))
+        fo = group_first(bits, lay, evid)
         has = fo >= 0
-        cur = A["first_ood"][gslots[has]]
-        A["first_ood"][gslots[has]] = np.where(np.isfinite(cur), cur, ts_sorted[fo[has]])
+        cur = A["first_ev"][gslots[has]]
+        A["first_ev"][gslots[has]] = np.where(np.isfinite(cur), cur, ts_sorted[fo[has]])
         A["n_q"][lay.group_slots] += lay.group_sizes
         if self.typicality and len(S_atyp):
             last_s = S_atyp[lay.group_starts + lay.group_sizes - 1]
@@ -572,6 +711,7 @@ class ExtractionDetector(Detector):
             "collector": self._coll.state() if self._coll is not None else None,
             "model": self._model.state() if self._model is not None else None,
             "ood_thr": self.ood_thr,
+            "derived_radius": self.derived_radius,
             "ref_span": list(self._ref_span),
             "table": self.table.state(),
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
@@ -595,6 +735,7 @@ class ExtractionDetector(Detector):
             self._model = SubspaceModel.load(state["model"])
             self._buf.clear()
         self.ood_thr = float(state["ood_thr"])
+        self.derived_radius = float(state["derived_radius"])
         self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
         self.table.load(state["table"])
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}

@@ -504,3 +504,62 @@ def test_extraction_population_shift_refreshes_and_flags_no_benign_caller() -> N
     det3 = ExtractionDetector(ctx())
     f3 = run(det3, s2, 500)
     assert det3.refreshes == [] and [x.client_id for x in f3] == ["thief"]
+
+
+def test_extraction_flags_derived_queries_of_perturbing_and_jacobian_thieves() -> None:
+    """Thieves that query perturbations of a seed set (natural inputs plus noise; Jacobian sign
+    steps): their queries are closer to one of their own earlier queries than natural neighbours
+    are. Caught by the derived-query count, no benign caller flagged (heavy batch jobs, retries and
+    the canary included), batch-invariant and restorable mid-stream (seed 105: not a tuning seed)."""
+    from pipeline.traffic.attacks import Attacker
+    from pipeline.traffic.scenarios import Scenario
+
+    sc = Scenario("thieves", "perturbing and Jacobian thieves",
+                  attackers=(Attacker("extraction-perturb", at=0.3), Attacker("extraction-jacobian", at=0.5)))
+    for dataset in ("digits", "tabular"):
+        s = traffic_stream(sc, dataset, 105, 20_000)
+        det = ExtractionDetector(named_ctx(s))
+        f = run_named(det, s, 2000)
+        kinds = {a.client_id: a.kind for a in s["truth"].attackers}
+        assert {x.client_id for x in f} == set(kinds), (dataset, [x.client_id for x in f])
+        assert 0.0 < det.derived_radius < 2.0
+        for x in f:
+            e = x.explanation
+            assert e["caller_queries_so_far"] <= 200, (dataset, kinds[x.client_id], e["caller_queries_so_far"])
+            if kinds[x.client_id] == "extraction-perturb" and dataset == "digits":
+                assert e["derived_count"] >= e["derived_threshold"] and e["ood_count"] < e["ood_threshold"]
+                assert "derived from one of its own" in e["summary"]
+        if dataset == "digits":
+            assert key(run_named(ExtractionDetector(named_ctx(s)), s, 777)) == key(f)
+            det2 = ExtractionDetector(named_ctx(s))
+            n = len(s["X"])
+            half = {k: (v[: n // 2] if k in ("X", "ts", "clients", "P") else v) for k, v in s.items()}
+            rest = {k: (v[n // 2:] if k in ("X", "ts", "clients", "P") else v) for k, v in s.items()}
+            part1 = run_named(det2, half, 2000)
+            fresh = ExtractionDetector(named_ctx(s))
+            fresh.load_state_dict(det2.state_dict())
+            part2 = []
+            for a in range(0, len(rest["X"]), 2000):
+                b = slice(a, a + 2000)
+                eb = batch_from_arrays(rest["X"][b], ts=rest["ts"][b], client_ids=rest["clients"][b],
+                                       probabilities=rest["P"][b], start_index=n // 2 + a)
+                part2.extend(fresh.process(eb).findings)
+            assert key(part1 + part2) == key(f)
+
+
+def test_extraction_derived_radius_ignores_one_callers_related_queries() -> None:
+    """A walker active during the reference period (up to 2% of it, all near-duplicates of each
+    other) must not shrink the natural-neighbour radius: pairs of one caller are left out."""
+    rng = np.random.default_rng(8)
+    X = natural(rng, 2600)
+    clients: list[str | None] = [f"u{i % 100}" for i in range(len(X))]
+    base = X[5].copy()
+    for i in range(0, 2600, 40):  # 65 queries of one walker, steps of 1% of a unit
+        X[i] = base + 0.01 * rng.normal(size=D)
+        clients[i] = "walker"
+    det = ExtractionDetector(ctx())
+    det.process(batch_from_arrays(X, client_ids=clients, probabilities=proba(X)))
+    clean = ExtractionDetector(ctx())
+    keep = [i for i, c in enumerate(clients) if c != "walker"]
+    clean.process(batch_from_arrays(X[keep], client_ids=[clients[i] for i in keep], probabilities=proba(X[keep])))
+    assert np.isfinite(det.derived_radius) and det.derived_radius > 0.5 * clean.derived_radius
