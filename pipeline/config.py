@@ -85,6 +85,8 @@ class MonitorConfig(BaseModel):
     dedup_horizon: int = Field(100_000, ge=0, description="Most recent event ids remembered per partition to drop redeliveries.")
     label_ttl_seconds: float = Field(7 * 86400.0, gt=0, description="Event-time span a prediction waits for its delayed label.")
     max_pending_labels: int = Field(200_000, ge=0, description="Most predictions awaiting labels per partition (oldest evicted).")
+    max_early_labels: int = Field(50_000, ge=0, description="Most labels per partition held while their prediction has not arrived yet (oldest evicted).")
+    early_label_wait_seconds: float = Field(3600.0, ge=0, description="Event time (on the predictions' clock) a label waits for a prediction that has not arrived yet.")
     unmatched_labels_alert_at: int = Field(100, ge=1, description="Unmatched labels in a partition before a data_quality alert.")
     dead_letters_alert_at: int = Field(100, ge=1, description="Dead letters in a partition before a data_quality alert.")
     checkpoint_every_events: int = Field(50_000, ge=1, description="Snapshot detector state and positions after this many events.")

@@ -32,7 +32,7 @@ from pipeline import rows
 from pipeline.config import DEFAULT_DETECTORS, STREAM_DETECTORS, ConfigError, MonitorConfig
 from pipeline.decode import DecodeError, class_key, decode_label, decode_prediction
 from pipeline.events import EventBatch, OutcomeBatch, PredictionEvent, RawMessage, RouteKey
-from pipeline.memory import PendingPredictions, RecentIds
+from pipeline.memory import EarlyLabels, PendingPredictions, RecentIds, RobustClock
 from pipeline.reference import accepts_reference, load_reference
 from pipeline.routing import build_batch, conforms, describe_features, learn_schema
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: Distinct feature layouts reported per route before further changes are only counted.
 MAX_SCHEMA_NOTICES = 20
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -79,6 +79,8 @@ class ScopeState:
         self.partition = partition
         self.recent = RecentIds(config.dedup_horizon)
         self.pending = PendingPredictions(config.max_pending_labels, config.label_ttl_seconds)
+        self.early = EarlyLabels(config.max_early_labels, config.early_label_wait_seconds)
+        self.predictions_clock = RobustClock()
         self.routes: dict[RouteKey, RouteState] = {}
         self.route_order: list[RouteKey] = []
         self.route_keys: dict[tuple[str, str | None], RouteKey] = {}
@@ -207,13 +209,22 @@ class Engine:
                         {"summary": "ts without a UTC offset, read as UTC", "example": str(event.raw.get("ts"))[:40]},
                         Severity.INFO)))
             scope.watermark = max(scope.watermark, event.ts)
+            clock = scope.predictions_clock.value
+            if scope.predictions_clock.update(event.ts) > clock and scope.early:
+                for gone in scope.early.expire(scope.predictions_clock.value):
+                    self._count_unmatched(scope, gone, dq)
             scope.events += 1
             result.events += 1
             groups[route].append(event)
             predicted = class_key(event.prediction) or ""
+            early = scope.early.take(event.event_id) if scope.early else None
             if event.label is not None:
                 err = 0.0 if class_key(event.label) == predicted else 1.0
                 outcomes[route].append((event.event_id, event.ts, event.ts, err))
+            elif early is not None:  # its label overtook it
+                scope.labels_matched += 1
+                if early[0] is not None:
+                    outcomes[route].append((event.event_id, early[1], event.ts, 0.0 if early[0] == predicted else 1.0))
             else:
                 scope.pending.add(event.event_id, state.index, predicted, event.ts)
 
@@ -250,18 +261,16 @@ class Engine:
     def _join_label(self, scope: ScopeState, event_id: str, ts: float, label: str | None,
                     outcomes: dict[RouteKey, list[tuple[str, float, float, float]]],
                     dq: list[tuple[RouteKey, Finding]], model: str | None) -> None:
+        held = scope.pending.awaits(event_id)
         item = scope.pending.take(event_id, scope.watermark)
         if item is None:
-            scope.labels_unmatched += 1
-            if scope.labels_unmatched in _alert_points(self.config.unmatched_labels_alert_at):
-                route = RouteKey(model or "*", None, scope.partition)
-                first = scope.labels_unmatched == self.config.unmatched_labels_alert_at
-                dq.append((route, self._dq_finding(
-                    "labels", f"unmatched-labels:p{scope.partition}", ts, float(scope.labels_unmatched),
-                    {"summary": f"{scope.labels_unmatched} labels matched no prediction within the TTL",
-                     "unmatched": scope.labels_unmatched, "matched": scope.labels_matched,
-                     "last_unmatched_event_id": event_id},
-                    Severity.WARNING, update=not first)))
+            if held:  # its prediction came, but longer than the TTL ago
+                self._count_unmatched(scope, (event_id, ts, model), dq)
+                return
+            # its prediction may still come: labels can overtake predictions (a labels topic that
+            # catches up faster, files merged by time); it waits in the early-label buffer
+            for gone in scope.early.add(event_id, label, ts, model):
+                self._count_unmatched(scope, gone, dq)
             return
         route_index, predicted, pred_ts = item
         scope.labels_matched += 1
@@ -269,6 +278,20 @@ class Engine:
             return
         route = scope.route_order[route_index]
         outcomes[route].append((event_id, ts, pred_ts, 0.0 if label == predicted else 1.0))
+
+    def _count_unmatched(self, scope: ScopeState, label: tuple[str, float, str | None], dq: list[tuple[RouteKey, Finding]]) -> None:
+        """A label whose prediction never came (or had already expired): count it, alert at the thresholds."""
+        event_id, ts, model = label
+        scope.labels_unmatched += 1
+        if scope.labels_unmatched in _alert_points(self.config.unmatched_labels_alert_at):
+            route = RouteKey(model or "*", None, scope.partition)
+            first = scope.labels_unmatched == self.config.unmatched_labels_alert_at
+            dq.append((route, self._dq_finding(
+                "labels", f"unmatched-labels:p{scope.partition}", ts, float(scope.labels_unmatched),
+                {"summary": f"{scope.labels_unmatched} labels matched no prediction within the TTL",
+                 "unmatched": scope.labels_unmatched, "matched": scope.labels_matched,
+                 "last_unmatched_event_id": event_id},
+                Severity.WARNING, update=not first)))
 
     def _schema_notice(self, state: RouteState, event: PredictionEvent, dq: list[tuple[RouteKey, Finding]]) -> None:
         sig = describe_features(event)
@@ -338,6 +361,8 @@ class Engine:
             "partition": partition,
             "recent": s.recent.state(),
             "pending": s.pending.state(),
+            "early_labels": s.early.state(),
+            "predictions_clock": s.predictions_clock.state(),
             "watermark": s.watermark,
             "counters": {"events": s.events, "duplicates": s.duplicates, "dead_letters": s.dead_letters,
                          "labels_matched": s.labels_matched, "labels_unmatched": s.labels_unmatched},
@@ -363,6 +388,8 @@ class Engine:
         s = ScopeState(partition, self.config)
         s.recent.load(snap["recent"])
         s.pending.load(snap["pending"])
+        s.early.load(snap["early_labels"])
+        s.predictions_clock.load(snap["predictions_clock"])
         s.watermark = float(snap["watermark"])
         c = snap["counters"]
         s.events, s.duplicates, s.dead_letters = int(c["events"]), int(c["duplicates"]), int(c["dead_letters"])

@@ -42,7 +42,7 @@ def num(x: float | None) -> float | None:
 
 
 def clean_json(obj: Any) -> Any:
-    """JSON-safe copy: numpy → Python, floats rounded to 6 significant digits, NaN/inf → null."""
+    """JSON-safe copy: numpy → Python, floats rounded (see :func:`_readable`), NaN/inf → null."""
     if isinstance(obj, Mapping):
         return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -55,8 +55,18 @@ def clean_json(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, float | np.floating):
         f = float(obj)
-        return float(f"{f:.6g}") if math.isfinite(f) else None
+        return _readable(f) if math.isfinite(f) else None
     return obj if obj is None or isinstance(obj, str) else str(obj)
+
+
+def _readable(f: float) -> float:
+    """6 significant digits for statistics; large values (epoch-second timestamps, counts) keep
+    their integer part and milliseconds instead, so times in explanations stay exact.
+
+    >>> _readable(0.123456789), _readable(1795034566.1234)
+    (0.123457, 1795034566.123)
+    """
+    return round(f, 3) if abs(f) >= 1e5 else float(f"{f:.6g}")
 
 
 def dumps(obj: Any) -> str:

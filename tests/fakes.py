@@ -96,7 +96,9 @@ if "test_outcomes" not in REGISTRY:
 
 def config(**kw: Any) -> MonitorConfig:
     dets = {"test_counting": DetectorSpec(), "test_outcomes": DetectorSpec()}
-    return MonitorConfig(defaults=ModelConfig(detectors=dets), unmatched_labels_alert_at=3, **kw)
+    kw.setdefault("early_label_wait_seconds", 60.0)  # the stream spans 3,000 s
+    kw.setdefault("unmatched_labels_alert_at", 3)
+    return MonitorConfig(defaults=ModelConfig(detectors=dets), **kw)
 
 
 def stream(n: int = 3000, seed: int = 0) -> list[RawMessage]:

@@ -12,6 +12,7 @@ from typing import IO
 import orjson
 
 from pipeline.events import RawMessage
+from pipeline.memory import RobustClock
 from pipeline.timefmt import TimestampError, parse_ts
 
 PREDICTIONS_SOURCE = "file:predictions"
@@ -77,19 +78,40 @@ def _lines(path: Path, stream: str, source: str, start: int,
             yield RawMessage(stream, source, 0, lineno, value)
 
 
-def _sort_ts(msg: RawMessage, previous: float) -> float:
-    """The ``ts`` a message sorts by; unreadable ones keep their file's previous position."""
+def _message_ts(value: bytes) -> float | None:
+    """The ``ts`` of a message, or None when it has none that parses (it is dead-lettered later)."""
     try:
-        obj = orjson.loads(msg.value)
-        return parse_ts(obj["ts"])[0] if isinstance(obj, dict) and "ts" in obj else previous
+        obj = orjson.loads(value)
+        return parse_ts(obj["ts"])[0] if isinstance(obj, dict) and "ts" in obj else None
     except (orjson.JSONDecodeError, TimestampError, TypeError):
-        return previous
+        return None
+
+
+#: Lines before a resume position re-read to warm up the merge clock (its median spans 9 lines).
+MERGE_WARMUP_LINES = 64
+
+
+def _warmup_ts(path: Path, start: int) -> list[float]:
+    """The readable ``ts`` of the :data:`MERGE_WARMUP_LINES` lines before line ``start``."""
+    if start <= 0:
+        return []
+    out: list[float] = []
+    with open_lines(path) as fh:
+        for lineno, line in enumerate(fh):
+            if lineno >= start:
+                break
+            if lineno >= start - MERGE_WARMUP_LINES and (ts := _message_ts(line.rstrip(b"\r\n"))) is not None:
+                out.append(ts)
+    return out
 
 
 def read_replay(predictions: Path, labels: Path | None = None,
                 positions: dict[str, int] | None = None,
                 progress: ReadProgress | None = None) -> Iterator[RawMessage]:
-    """The replay stream: predictions merged with labels by ``ts`` (stable: predictions first on ties).
+    """The replay stream: predictions merged with labels by time (stable: predictions first on ties).
+
+    Each file is keyed by its own outlier-robust, monotone clock (:class:`RobustClock`), not by raw
+    ``ts``: the merge assumes sorted inputs, and raw ``ts`` lets one wrong clock reorder hours.
 
     ``positions`` (``"file:predictions:0" → next line``) resumes after a checkpoint.
     """
@@ -98,8 +120,10 @@ def read_replay(predictions: Path, labels: Path | None = None,
     if labels is None:
         yield from preds
         return
-    labs = _lines(labels, "labels", LABELS_SOURCE, positions.get(f"{LABELS_SOURCE}:0", 0), progress)
-    for item in heapq.merge(_keyed(preds, 0), _keyed(labs, 1)):
+    label_start = positions.get(f"{LABELS_SOURCE}:0", 0)
+    labs = _lines(labels, "labels", LABELS_SOURCE, label_start, progress)
+    pred_warmup = _warmup_ts(predictions, positions.get(f"{PREDICTIONS_SOURCE}:0", 0))
+    for item in heapq.merge(_keyed(preds, 0, pred_warmup), _keyed(labs, 1, _warmup_ts(labels, label_start))):
         yield item.msg
 
 
@@ -114,8 +138,13 @@ class _Keyed:
         return self.key < other.key
 
 
-def _keyed(messages: Iterator[RawMessage], rank: int) -> Iterator[_Keyed]:
-    previous = float("-inf")
+def _keyed(messages: Iterator[RawMessage], rank: int, warmup: list[float]) -> Iterator[_Keyed]:
+    """Sort keys for one file: its :class:`RobustClock`, so that one line with a skewed ``ts`` (hours
+    ahead, say) cannot hold the whole file back while the other file's lines go past it."""
+    clock = RobustClock()
+    for earlier in warmup:
+        clock.update(earlier)
     for msg in messages:
-        previous = _sort_ts(msg, previous)
-        yield _Keyed((previous, rank, msg.offset), msg)
+        ts = _message_ts(msg.value)
+        key = clock.update(ts) if ts is not None else clock.value
+        yield _Keyed((key, rank, msg.offset), msg)

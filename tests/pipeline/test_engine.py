@@ -153,3 +153,71 @@ def test_events_whose_features_change_shape_are_scored_as_missing() -> None:
     assert np.array_equal(b.X[:, 0], [1.0, np.nan, np.nan, np.nan], equal_nan=True)
     assert b.C[:, 0].tolist() == ["fr", "de", None, None]
     assert np.allclose(b.margin, 0.2)
+
+
+# -- labels that overtake their predictions ---------------------------------------------------------
+
+
+def _pred(i: int, ts: float) -> RawMessage:
+    return RawMessage("predictions", "p", 0, i, orjson.dumps(
+        {"event_id": f"e{i}", "ts": ts, "model": "m", "client_id": f"c{i % 5}", "features": [float(i % 7), 1.0],
+         "prediction": str(i % 2)}))
+
+
+def _label(j: int, event: int, ts: float) -> RawMessage:
+    return RawMessage("labels", "l", 0, j, orjson.dumps({"event_id": f"e{event}", "ts": ts, "label": str(event % 3 % 2)}))
+
+
+def catch_up_stream(n: int = 600) -> list[RawMessage]:
+    """A consumer catching up after a pause: the sparse labels topic runs ~an hour ahead of predictions."""
+    preds = [_pred(i, 1000.0 + 10 * i) for i in range(n)]
+    labels = [_label(j, i, 1000.0 + 10 * i + 120) for j, i in enumerate(range(0, n, 3))]
+    labels.append(_label(len(labels), 10**6, 1000.0 + 10 * n))  # its prediction never comes
+    out: list[RawMessage] = []
+    for k in range(0, n, 60):  # each poll: 60 predictions, 60 labels (labels cover 3x the time)
+        out += labels[k:k + 60] + preds[k:k + 60]
+    return out
+
+
+def test_labels_that_overtake_their_predictions_still_join() -> None:
+    eng = Engine(config(early_label_wait_seconds=600.0), "r")
+    r = run_in_batches(eng, catch_up_stream(), 97)
+    scope = eng.scope(0)
+    assert scope.labels_matched == 200  # every label whose prediction came
+    assert scope.labels_unmatched == 0  # the orphan waits: the predictions' clock never passed its ts + 600 s
+    assert len(scope.early) == 1
+    assert not [a for a in r.alerts if a["detector"] == "data_quality.labels"]
+
+
+def test_a_label_without_prediction_counts_once_the_predictions_clock_passes_it() -> None:
+    eng = Engine(config(early_label_wait_seconds=60.0, unmatched_labels_alert_at=1), "r")
+    eng.process([_label(0, 999, 1000.0), _pred(0, 1000.0), _pred(1, 1050.0)])
+    assert eng.scope(0).labels_unmatched == 0
+    # one prediction with a clock 6 h ahead does not move the predictions' clock
+    r = eng.process([_pred(2, 1000.0 + 6 * 3600), _pred(3, 1055.0), _pred(4, 1056.0)])
+    assert eng.scope(0).labels_unmatched == 0 and not r.alerts
+    r = eng.process([_pred(i, 1040.0 + 10 * i) for i in range(5, 15)])
+    assert eng.scope(0).labels_unmatched == 1
+    (notice,) = [a for a in r.alerts if a["detector"] == "data_quality.labels"]
+    assert "e999" in notice["explanation"]
+
+
+def test_early_labels_are_batch_invariant_and_survive_a_snapshot() -> None:
+    msgs = catch_up_stream()
+    cfg = config(early_label_wait_seconds=600.0)
+    whole = canonical(run_in_batches(Engine(cfg, "r"), msgs, len(msgs)))
+    assert whole["alerts"]
+    for size in (1, 7, 250):
+        assert canonical(run_in_batches(Engine(cfg, "r"), msgs, size)) == whole
+    first = Engine(cfg, "r")
+    part1 = run_in_batches(first, msgs[:333], 50)
+    assert first.scope(0).early  # labels are waiting at the cut
+    second = Engine(cfg, "r")
+    second.restore(0, statecodec.decode(statecodec.encode(first.snapshot(0))))
+    part2 = run_in_batches(second, msgs[333:], 50)
+    merged = BatchResult()
+    for part in (part1, part2):
+        for field in ("alerts", "alert_updates", "flagged", "stats", "dead_letters"):
+            getattr(merged, field).extend(getattr(part, field))
+    assert canonical(merged) == whole
+    assert second.scope(0).labels_matched == 200
