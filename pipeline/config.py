@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from detectors.base import stable_hash
+from pipeline.timefmt import TimestampError, parse_ts
 
 #: Detectors that judge a whole model stream share the model's false-alarm budget.
 STREAM_DETECTORS = ("drift", "performance")
@@ -58,7 +59,33 @@ class ModelConfig(BaseModel):
     reference_file: str | None = Field(
         None, description="Prediction log (JSON Lines, .gz ok) whose events of this model form the drift reference, "
         "instead of the first events of the stream.")
+    reference_start: str | float | None = Field(
+        None, description="With reference_file: use only its events at or after this time (RFC 3339 or epoch seconds).")
+    reference_end: str | float | None = Field(
+        None, description="With reference_file: use only its events before this time (RFC 3339 or epoch seconds).")
     detectors: dict[str, DetectorSpec] = Field(default_factory=_default_detectors)
+
+    @model_validator(mode="after")
+    def _reference_range(self) -> ModelConfig:
+        start, end = self.reference_range()
+        if (self.reference_start is not None or self.reference_end is not None) and not self.reference_file:
+            raise ValueError("reference_start/reference_end select a time range of reference_file; set reference_file "
+                             "(an archived prediction log, e.g. the file being replayed)")
+        if start >= end:
+            raise ValueError(f"reference_start ({self.reference_start}) must be before reference_end ({self.reference_end})")
+        return self
+
+    def reference_range(self) -> tuple[float, float]:
+        """``[start, end)`` of the reference period in epoch seconds (unbounded sides are infinite)."""
+        def parse(value: str | float | None, default: float, name: str) -> float:
+            if value is None:
+                return default
+            try:
+                return parse_ts(value)[0]
+            except TimestampError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return (parse(self.reference_start, float("-inf"), "reference_start"),
+                parse(self.reference_end, float("inf"), "reference_end"))
 
 
 class KafkaSecurity(BaseModel):

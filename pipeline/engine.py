@@ -149,7 +149,7 @@ class Engine:
             )
             params = dict(mc.detectors[name].params)
             if mc.reference_file and "reference" not in params and accepts_reference(REGISTRY[name]):
-                params["reference"] = load_reference(mc.reference_file, route, schema)
+                params["reference"] = load_reference(mc.reference_file, route, schema, mc.reference_range())
             out.append(REGISTRY[name](ctx, **params))
         return out
 

@@ -42,3 +42,33 @@ def test_missing_reference_file_is_a_clear_error(tmp_path: Path) -> None:
     msgs = _messages(generate("benign", n_events=10, seed=1).predictions)
     with pytest.raises(ReferenceFileError, match="reference file not found"):
         Engine(cfg, "r").process(msgs)
+
+
+def test_reference_time_range_selects_the_period(tmp_path: Path) -> None:
+    """A reference period given as a time range of an archived log: only those events form it."""
+    log = generate("drift-abrupt", n_events=6000, seed=3)
+    write_jsonl(log, tmp_path / "log.jsonl")
+    change = log.truth.change_points[0].ts
+    msgs = _messages(log.predictions)
+
+    def drift_alerts(**ref: object) -> list[dict[str, object]]:
+        cfg = MonitorConfig(defaults=ModelConfig(detectors={"drift": DetectorSpec()},
+                                                 reference_file=str(tmp_path / "log.jsonl"), **ref))
+        return [a for a in Engine(cfg, "r").process(msgs).alerts if a["kind"] == "drift"]
+
+    before = drift_alerts(reference_end=change)  # the period before the change: the drift is found after it
+    assert before and min(float(str(a["raised_ts"])) for a in before) >= change
+    after = drift_alerts(reference_start=change)  # "normal" = after the change: the old regime is the anomaly
+    assert after and min(float(str(a["raised_ts"])) for a in after) < change
+    with pytest.raises(ReferenceFileError, match="no valid events"):
+        drift_alerts(reference_start=change + 10**7)
+
+
+def test_reference_range_needs_a_file_and_an_order() -> None:
+    with pytest.raises(ValueError, match="set reference_file"):
+        ModelConfig(reference_start="2026-11-26T00:00:00Z")
+    with pytest.raises(ValueError, match="must be before"):
+        ModelConfig(reference_file="x", reference_start=20.0, reference_end=10.0)
+    with pytest.raises(ValueError, match="reference_end"):
+        ModelConfig(reference_file="x", reference_end="yesterday")
+    assert ModelConfig(reference_file="x", reference_start="1970-01-01T00:00:10Z").reference_range() == (10.0, float("inf"))
