@@ -10,6 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from pipeline import statecodec
 from pipeline.config import MonitorConfig
 from pipeline.live import StopFlag, run_live
 from pipeline.simulate import simulate
@@ -87,6 +88,30 @@ def test_poison_message_goes_to_dead_letters_and_partition_continues(kafka_broke
         rows = conn.execute(select(dead_letters)).mappings().all()
     assert {r["position"] for r in rows} == {101, 102}
     assert all(r["source"] == pred and r["reason"] for r in rows)
+
+
+def test_labels_that_run_ahead_of_their_predictions_still_join(kafka_broker: str, unique_name: str) -> None:
+    """A consumer catching up: every label is already in the (small) labels topic, and each poll reads
+    as many labels as predictions, so labels overtake their predictions by far. None may be lost."""
+    pred, lab = f"p-{unique_name}", f"l-{unique_name}"
+    ensure_topics(kafka_broker, {pred: 1, lab: 1})
+    n = 3000
+    with KafkaSink(settings(kafka_broker)) as sink:
+        for i in range(0, n, 2):  # labels first: half of the predictions get one, 60 s after it
+            sink.send(lab, orjson.dumps({"event_id": f"e{i}", "ts": 1.7e9 + i + 60, "label": str(i % 3 % 2)}), b"c")
+        for i in range(n):
+            sink.send(pred, orjson.dumps({"event_id": f"e{i}", "ts": 1.7e9 + i, "model": "m", "client_id": f"c{i % 9}",
+                                          "features": [float(i % 7), 1.0], "prediction": str(i % 2)}), b"c")
+    store = Store(make_engine("sqlite://"))
+    totals = run_live(store, MonitorConfig(batch_size=200, checkpoint_every_events=500), settings(kafka_broker),
+                      run="live", group=f"g-{unique_name}", predictions_topic=pred, labels_topic=lab, until_idle=3.0)
+    assert totals.events == n
+    ((_positions, blob),) = store.load_checkpoints("live").values()
+    counters = statecodec.decode(blob)["counters"]
+    assert counters["labels_matched"] == n // 2 and counters["labels_unmatched"] == 0
+    with store.engine.connect() as conn:
+        notices = conn.execute(select(alerts.c.detector).where(alerts.c.detector == "data_quality.labels")).all()
+    assert not notices
 
 
 def test_two_consumers_split_partitions_exactly_once(kafka_broker: str, unique_name: str, tmp_path: object) -> None:
