@@ -22,7 +22,8 @@ Per-caller statistics:
   pairs of reference events of *different* callers. The statistic is the number of derived
   queries among the caller's last ``window``; ``derived_threshold`` of them raise the alert.
   Distances are RMS per standardised feature on fingerprints: the standardised input itself
-  up to ``FP_DIMS`` (24) features, else a seeded Gaussian projection to 24 dimensions (float16).
+  up to ``FP_DIMS`` (24) features, else a seeded Gaussian projection to 24 dimensions (int8 in
+  steps of ``1 / FP_QUANT``).
 * **PRADA normality** (Juuti et al., PRADA; off by default, ``prada=True``): for each query the distance to its nearest
   neighbour among the caller's previous ``prada_history`` queries (exact repeats ignored) is
   recorded; natural queries give roughly normally distributed distances, synthetic
@@ -96,6 +97,9 @@ FP_DIMS = 24
 PRADA_DIMS = 8
 #: standardised values are clipped to +-FP_CLIP before the fingerprint projection
 FP_CLIP = 50.0
+#: fingerprints are int8 in steps of 1 / FP_QUANT standardised units (+-15.9 kept; a query with a
+#: coordinate beyond that is never a derived query: its distances are not trusted)
+FP_QUANT = 8.0
 #: the typicality CUSUM is kept in integers (exact, so batch cuts cannot change a decision)
 ATYP_UNIT = 1024
 _SEG = 2**40
@@ -146,7 +150,7 @@ class ExtractionDetector(Detector):
         Queries per caller over which OOD and derived queries are counted.
     ood_threshold : int, default 10
         OOD queries in the window that raise an alert.
-    prada_history : int, default 16
+    prada_history : int, default 32
         Previous queries a new query's nearest-neighbour distance is taken over (<= window), for
         the derived-query count and PRADA. The normality test runs on the last ``window``
         distances once all of them come from full histories.
@@ -214,7 +218,7 @@ class ExtractionDetector(Detector):
         ood_quantile: float = 0.99,
         window: int = 32,
         ood_threshold: int = 10,
-        prada_history: int = 16,
+        prada_history: int = 32,
         prada_threshold: float = 0.5,
         prada_every: int = 4,
         prada: bool = False,
@@ -315,7 +319,7 @@ class ExtractionDetector(Detector):
                 "ohead": ((), np.int32, 0),
                 "olen": ((), np.int32, 0),
                 "flags": ((window,), np.uint8, 0),  # bit 0: OOD, bit 1: derived
-                "hist": ((prada_history, self.K), np.float16, 0),
+                "hist": ((prada_history, self.K), np.int8, 0),
                 "dist": ((window if prada else 1,), np.float16, np.nan),  # PRADA's distances
                 "n_q": ((), np.int64, 0),
                 "first_ts": ((), np.float64, np.nan),
@@ -343,9 +347,9 @@ class ExtractionDetector(Detector):
         self.monitor.restart()
 
     def _fingerprints(self, Zc: np.ndarray) -> np.ndarray:
-        """float16 fingerprints of clipped standardised inputs (see FP_DIMS)."""
+        """int8 fingerprints of clipped standardised inputs (see FP_DIMS, FP_QUANT)."""
         Y = Zc @ self.R if self._project else Zc[:, : self.K]
-        return Y.astype(np.float16)  # type: ignore[no-any-return]
+        return np.clip(np.rint(Y * FP_QUANT), -127, 127).astype(np.int8)
 
     def _history(self, oi: Window, n_groups: int) -> Window:
         """The last ``prada_history`` columns of the window ``oi``, re-pointed at the fingerprint ring.
@@ -397,11 +401,13 @@ class ExtractionDetector(Detector):
         fp = self._fp_model
         assert fp is not None
         Y = self._fingerprints(standardise(fp.tf.apply(X), fp.center, fp.scale, FP_CLIP)).astype(np.float64)
+        inside = np.abs(Y).max(axis=1, initial=0.0) < 127  # as for the stream: clipped rows are left out
+        Y, keys = Y[inside], keys[inside]
         n = len(Y)
         g = 1.0 - (1.0 - self.derived_quantile) ** (1.0 / self.H)
         m = int(g * n * (n - 1) / 2) + 2  # the smallest m pairs hold the quantile (at most n(n-1)/2 pairs)
         sq = np.einsum("ij,ij->i", Y, Y)
-        tiny = 1e-9 * max(float(sq.max()) if n else 0.0, 1.0)  # exact repeats left out
+        tiny = 0.5  # squared distances of int8 fingerprints are integers: exact repeats left out
         keep, count = [], 0
         for a in range(0, n, 256):  # row blocks of the upper triangle: a few MB at a time, not n^2 pairs
             b = min(a + 256, n)
@@ -417,7 +423,7 @@ class ExtractionDetector(Detector):
         pos = g * (count - 1)  # np.quantile's linear interpolation between order statistics
         lo = int(pos)
         q = v[lo] + (pos - lo) * (v[min(lo + 1, v.size - 1)] - v[lo])
-        return float(np.sqrt(q / self.K))
+        return float(np.sqrt(q / self.K) / FP_QUANT)
 
     def _new_collector(self) -> CappedReference:
         n = self.reference_events
@@ -531,9 +537,13 @@ class ExtractionDetector(Detector):
         oi = window_index(lay, A["ohead"], A["olen"], self.W)
         hi = self._history(oi, len(lay.group_slots))
         d2, d2p, exact = self._nn(hi.gather(A["hist"], Y, lay, np.float32), Y, hi.valid)
-        dist32 = np.sqrt(d2.min(axis=1) / self.K)  # inf if none
+        dist32 = np.sqrt(d2.min(axis=1) / self.K) / FP_QUANT  # inf if none
         # derived query: its nearest earlier own query is closer than natural neighbours ever are
-        derived = (dist32 < self.derived_radius).astype(np.uint8) if self.D is not None else np.zeros_like(ood)
+        if self.D is not None:
+            inside = np.abs(Y.astype(np.int16)).max(axis=1, initial=0) < 127  # no clipped coordinate
+            derived = ((dist32 < self.derived_radius) & inside).astype(np.uint8)
+        else:
+            derived = np.zeros_like(ood)
         if self.prada:
             distp = np.sqrt(d2p.min(axis=1) / self.K)
             dist = np.where(np.isfinite(distp), distp, np.nan).astype(np.float16)
