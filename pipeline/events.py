@@ -6,7 +6,7 @@ gathered into an :class:`EventBatch` of numpy arrays, and detectors consume whol
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,8 @@ class FeatureSchema:
     numeric: tuple[str, ...]
     categorical: tuple[str, ...] = ()
     from_array: bool = False
+    #: Class names of the probabilities, in the first event's order (columns of ``EventBatch.probabilities``).
+    classes: tuple[str, ...] = ()
 
     @property
     def n_numeric(self) -> int:
@@ -99,7 +101,8 @@ class EventBatch:
     ``X`` holds the numeric features (``NaN`` = missing), ``C`` the categorical ones (``None`` =
     missing). Output summaries are per event: ``confidence`` is the top class probability,
     ``margin`` the gap between the two top probabilities, ``entropy`` the Shannon entropy (nats);
-    all ``NaN`` where the event carried no probabilities.
+    all ``NaN`` where the event carried no probabilities. ``probabilities`` holds the class
+    probabilities themselves, one column per ``schema.classes`` (``NaN`` where absent).
     """
 
     route: RouteKey
@@ -116,6 +119,7 @@ class EventBatch:
     entropy: np.ndarray
     label: list[str | None]
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    probabilities: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -194,6 +198,8 @@ def batch_from_arrays(
         schema = FeatureSchema(numeric=tuple(f"f{i}" for i in range(d)), from_array=True)
     if probabilities is not None:
         P = np.asarray(probabilities, dtype=np.float64)
+        if not schema.classes:
+            schema = replace(schema, classes=tuple(str(i) for i in range(P.shape[1])))
         conf, margin, ent = summarize_probabilities(P)
         if prediction is None:
             prediction = [str(int(i)) for i in np.argmax(np.where(np.isnan(P), -1, P), axis=1)]
@@ -217,6 +223,7 @@ def batch_from_arrays(
         entropy=ent,
         label=labels if labels is not None else [None] * n,
         payloads=[],
+        probabilities=P if probabilities is not None else np.empty((n, 0)),
     )
 
 

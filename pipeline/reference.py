@@ -55,6 +55,7 @@ def _load(path: str, model: str, version: str | None, schema: FeatureSchema,
     return {
         "X": batch.X, "C": batch.C, "prediction": batch.prediction, "confidence": batch.confidence,
         "margin": batch.margin, "entropy": batch.entropy, "client_ids": batch.client_ids, "ts": batch.ts,
+        "probabilities": batch.probabilities,
         "fingerprint": fingerprint(p, extra=repr(time_range) if bounded else ""),
         "source": str(p) + (f" [{_show(time_range[0])}, {_show(time_range[1])})" if bounded else ""),
     }

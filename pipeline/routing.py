@@ -17,14 +17,15 @@ def learn_schema(event: PredictionEvent) -> FeatureSchema:
     >>> ev = decode_prediction(b'{"event_id":"1","ts":0,"model":"m","prediction":1,'
     ...                        b'"features":{"age":3,"country":"fr","vip":true}}')
     >>> learn_schema(ev)
-    FeatureSchema(numeric=('age', 'vip'), categorical=('country',), from_array=False)
+    FeatureSchema(numeric=('age', 'vip'), categorical=('country',), from_array=False, classes=())
     """
     f = event.features
+    classes = tuple(event.probabilities) if event.probabilities else ()
     if isinstance(f, list):
-        return FeatureSchema(numeric=tuple(f"f{i}" for i in range(len(f))), from_array=True)
+        return FeatureSchema(numeric=tuple(f"f{i}" for i in range(len(f))), from_array=True, classes=classes)
     numeric = tuple(k for k, v in f.items() if not isinstance(v, str))
     categorical = tuple(k for k, v in f.items() if isinstance(v, str))
-    return FeatureSchema(numeric=numeric, categorical=categorical, from_array=False)
+    return FeatureSchema(numeric=numeric, categorical=categorical, from_array=False, classes=classes)
 
 
 def describe_features(event: PredictionEvent) -> str:
@@ -72,8 +73,10 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
             for i, e in enumerate(events):
                 f = e.features
                 C[i] = [_category(f.get(c)) if isinstance(f, dict) else None for c in schema.categorical]
-    P = _probability_matrix([e.probabilities for e in events])
+    probs = [e.probabilities for e in events]
+    P = _probability_matrix(probs)
     conf, margin, ent = summarize_probabilities(P)
+    aligned = _aligned_probabilities(probs, schema.classes)
     predictions = [class_key(e.prediction) or "" for e in events]
     value = np.array([_numeric(e.prediction) for e in events], dtype=np.float64)
     return EventBatch(
@@ -91,6 +94,7 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
         entropy=ent,
         label=[class_key(e.label) for e in events],
         payloads=[e.raw for e in events],
+        probabilities=aligned,
     )
 
 
@@ -107,6 +111,22 @@ def _probability_matrix(probs: list[dict[str, float] | None]) -> np.ndarray:
         if p:
             P[i, : len(p)] = list(p.values())
     return P
+
+
+def _aligned_probabilities(probs: list[dict[str, float] | None], classes: tuple[str, ...]) -> np.ndarray:
+    """One column per class of the route (``NaN`` where an event did not give that class).
+
+    >>> _aligned_probabilities([{"a": 0.9, "b": 0.1}, {"b": 0.3, "a": 0.7}, None], ("a", "b")).tolist()
+    [[0.9, 0.1], [0.7, 0.3], [nan, nan]]
+    """
+    n, k = len(probs), len(classes)
+    if k == 0:
+        return np.empty((n, 0))
+    try:  # fast path: every event names exactly the route's classes
+        return np.array([[p[c] for c in classes] for p in probs], dtype=np.float64).reshape(n, k)  # type: ignore[index]
+    except (KeyError, TypeError):
+        return np.array([[p.get(c, np.nan) for c in classes] if p else [np.nan] * k for p in probs],
+                        dtype=np.float64).reshape(n, k)
 
 
 def _fit(values: list[float | None], d: int) -> list[float | None]:
