@@ -634,22 +634,28 @@ class ExtractionDetector(Detector):
                 top = np.argsort(-zt, kind="stable")[:5]
                 wp = wprime[p]
                 n_win = min(self.W, n_q)
-                parts = []
+                parts: list[tuple[float, str]] = []  # (share of its alert level, text)
                 if np.isfinite(wp):
                     verdict = "non-normal" if wp < self.delta else "normal"
                     cmp = "<" if wp < self.delta else ">="
-                    parts.append(f"PRADA: successive-query distances {verdict} (W'={wp:.2f} {cmp} "
-                                 f"{self.delta}) over {self.W} queries")
-                parts.append(f"{int(ood_count[p])} of its last {n_win} queries out of distribution "
-                             f"(alert at {self.T})")
+                    parts.append(((1.0 - wp) / (1.0 - self.delta),
+                                  f"PRADA: successive-query distances {verdict} (W'={wp:.2f} {cmp} "
+                                  f"{self.delta}) over {self.W} queries"))
+                parts.append((int(ood_count[p]) / self.T,
+                              f"{int(ood_count[p])} of its last {n_win} queries out of distribution "
+                              f"(alert at {self.T})"))
                 if self.D is not None:
-                    parts.append(f"{int(derived_count[p])} of its last {n_win} queries derived from one of its "
-                                 f"own last {self.H} (nearest within {self.derived_radius:.3f}, closer than "
-                                 f"{self.derived_quantile:.1%} of natural nearest neighbours; alert at {self.D})")
+                    parts.append((int(derived_count[p]) / self.D,
+                                  f"{int(derived_count[p])} of its last {n_win} queries derived from one of its "
+                                  f"own last {self.H} (nearest within {self.derived_radius:.3f}, closer than "
+                                  f"{self.derived_quantile:.1%} of natural nearest neighbours; alert at {self.D})"))
                 if atyp[p] >= 1.0:
-                    parts.append(f"its queries persistently atypical for the reference (typicality CUSUM "
-                                 f"{S_atyp[p] / ATYP_UNIT:.1f} >= {self.atyp_h:.1f})")
-                summary = "; ".join(parts) + f"; caller has sent {n_q} queries"
+                    parts.append((float(atyp[p]),
+                                  f"its queries persistently atypical for the reference (typicality CUSUM "
+                                  f"{S_atyp[p] / ATYP_UNIT:.1f} >= {self.atyp_h:.1f})"))
+                # the signal that fired first, so the one-line summary says why the caller was flagged
+                parts.sort(key=lambda part: -part[0])
+                summary = "; ".join(text for _, text in parts) + f"; caller has sent {n_q} queries"
                 expl = {
                     "summary": summary,
                     "statistic": "max(ood_count / ood_threshold, (1 - W') / (1 - prada_threshold), "
