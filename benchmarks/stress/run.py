@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"\ncode {sha}; total wall time {time.time() - t0:.0f} s")
     wall = round(time.time() - t0)
+    target = args.json
     if args.only and args.json.exists():  # a partial rerun updates those scenarios in the saved results
         saved = json.loads(args.json.read_text())
         if saved.get("code") == sha:
@@ -248,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             old = {r["name"]: r for r in saved["results"]}
             results = [fresh.get(n, old.get(n)) for n in order]  # type: ignore[misc]
             wall = saved.get("wall_s", 0)
-    args.json.write_text(json.dumps({"code": sha, "wall_s": wall, "results": results}, indent=1))
+        else:  # never replace a full run's results with a partial run of other code
+            target = args.out / "results.json"
+            print(f"partial run of other code than {args.json}: results in {target}", file=sys.stderr)
+    target.write_text(json.dumps({"code": sha, "wall_s": wall, "results": results}, indent=1))
     return 0
 
 
