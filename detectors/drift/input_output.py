@@ -9,8 +9,11 @@ Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
    projection uses a median/MAD-scaled, winsorised covariance. A few outliers or attack queries
    move a quantile by at most their share.
 2. **Channels.** Numeric channels are the numeric features, the output summaries (confidence,
-   margin, entropy; when the reference has probabilities), and whitened principal components of
-   the features (top ``n_components``, their squared norm and the squared residual). Every value
+   margin, entropy; when the reference has probabilities), the class probabilities themselves
+   (``output:P(<class>)``, the ``max_class_channels`` most probable classes, one redundant column
+   left out; their location score is the bin's reference mean probability, so a window mean
+   estimates the mean posterior, which moves with the class prior), and whitened principal
+   components of the features (top ``n_components``, their squared norm and the squared residual). Every value
    is mapped to one of ``n_bins`` reference-quantile bins or a missing bin. Categorical channels
    (string features and the predicted class) map to the reference's frequent categories,
    ``other`` and missing. Each channel yields linear scores: location (centred mid-rank, a
@@ -23,8 +26,8 @@ Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
    ``other``/``missing`` share of every categorical channel. *Joint* tests (quadratic forms of
    the standardised scores, whitened with their reference correlation, referred to chi-square):
    the locations of all numeric input features, their spreads, the output summaries together,
-   and each categorical channel's full category mix (the predicted-class distribution is one
-   test). A joint test is converted to the |z| with the same two-sided tail probability, so all
+   the class probabilities' locations together, and each categorical channel's full category mix
+   (the predicted-class distribution is one test). A joint test is converted to the |z| with the same two-sided tail probability, so all
    tests share one threshold; a genomic-control factor measured on the caller-resampled null
    stream deflates a joint test whose null median exceeds the chi-square median.
 4. **Windows.** Every ``block_size`` events of the route a window closes; statistics are computed
@@ -268,6 +271,11 @@ class DriftDetector(Detector):
     spread_score : {"normal", "rank"}, default "normal"
         Spread score of a value in a reference bin with mid-rank ``u``: ``Phi^-1(u)^2``
         (Klotz-type, efficient for scale changes) or ``|2u - 1|`` (Ansari-Bradley-type).
+    max_class_channels : int, default 10
+        Class probabilities monitored as numeric output channels ``output:P(<class>)`` (location
+        and spread scores, and their locations jointly in ``outputs:probabilities``): the classes
+        with the largest mean reference probability, at most this many (0 disables them). A binary
+        model gets one channel (the rarer class; the other column is its complement).
 
     Examples
     --------
@@ -287,7 +295,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 5
+    state_version: ClassVar[int] = 6
 
     def __init__(
         self,
@@ -312,6 +320,7 @@ class DriftDetector(Detector):
         cov_min_events: float = 2.0,
         anonymous_run: int = 50,
         spread_score: str = "normal",
+        max_class_channels: int = 10,
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
         super().__init__(
@@ -335,6 +344,7 @@ class DriftDetector(Detector):
             cov_min_events=cov_min_events,
             anonymous_run=anonymous_run,
             spread_score=spread_score,
+            max_class_channels=max_class_channels,
         )
         if int(reference_size) < 200:
             raise ValueError(f"reference_size must be >= 200, got {reference_size}")
@@ -377,6 +387,8 @@ class DriftDetector(Detector):
             raise ValueError(f"anonymous_run must be >= 1, got {anonymous_run}")
         if spread_score not in ("normal", "rank"):
             raise ValueError(f"spread_score must be 'normal' or 'rank', got {spread_score!r}")
+        if int(max_class_channels) < 0:
+            raise ValueError(f"max_class_channels must be >= 0, got {max_class_channels}")
         if context.events_between_false_alarms <= 0:
             raise ValueError("context.events_between_false_alarms must be > 0")
         if reference is not None and "X" not in reference:
@@ -406,6 +418,7 @@ class DriftDetector(Detector):
         self.hist_len = max(self.window_sizes) + self.cov_step - self.block_size
         self.anonymous_run = int(anonymous_run)
         self.spread_score = str(spread_score)
+        self.max_class_channels = int(max_class_channels)
         self.budget = float(context.events_between_false_alarms)
         self.n_bins_total = max(self.n_bins, self.max_categories + 1) + 1
         self.missing_bin = self.n_bins_total - 1
@@ -416,7 +429,9 @@ class DriftDetector(Detector):
     # ------------------------------------------------------------------ state containers
     def _reset(self) -> None:
         self.fitted = False
-        self.ref_buf: dict[str, list[Any]] = {k: [] for k in ("X", "C", "pred", "pval", "out", "cid", "ts")}
+        self.ref_buf: dict[str, list[Any]] = {k: [] for k in ("X", "C", "pred", "pval", "out", "prob", "cid", "ts")}
+        self.classes: tuple[str, ...] | None = None  # class names of the probability columns (first batch with any)
+        self._prob_align: tuple[tuple[str, ...], np.ndarray] | None = None
         self.n_buf = 0
         self.cmap: dict[str, int] = {}
         self.next_code = 0
@@ -453,7 +468,13 @@ class DriftDetector(Detector):
         pval = (
             np.array([_to_float(p) for p in pred], dtype=np.float64) if pred is not None else np.full(n, np.nan)
         )
-        self._fit(X, C, pred, pval, outs, codes, ts, source="reference param")
+        probs = np.asarray(ref.get("probabilities", np.empty((n, 0))), dtype=np.float64).reshape(n, -1)
+        classes = tuple(ref.get("classes", ())) or self.context.schema.classes
+        if probs.shape[1]:
+            self.classes = tuple(str(c) for c in classes) if len(classes) == probs.shape[1] else tuple(
+                str(i) for i in range(probs.shape[1])
+            )
+        self._fit(X, C, pred, pval, outs, codes, ts, source="reference param", probs=probs)
 
     def _fit(
         self,
@@ -465,6 +486,7 @@ class DriftDetector(Detector):
         codes: np.ndarray,
         ts: np.ndarray,
         source: str,
+        probs: np.ndarray | None = None,
     ) -> None:
         n, d = X.shape
         kept = _keep_mask(codes, self.block_size, self.block_cap)
@@ -501,9 +523,11 @@ class DriftDetector(Detector):
             if finite.mean() > 0.99 and len(set(pred)) > self.max_categories:
                 pred_numeric = True
         model["pred_kind"] = "none" if pred is None else ("numeric" if pred_numeric else "categorical")
+        model["prob_cols"], model["prob_classes"] = self._select_classes(probs, w)
 
         names: list[str] = [f"feature:{nm}" for nm in self._numeric_names(d)]
         names += [f"output:{o}" for o, h in zip(_OUTPUTS, has_out, strict=True) if h]
+        names += [f"output:P({c})" for c in model["prob_classes"]]
         if pred_numeric:
             names.append("output:prediction")
         names += [f"multivariate:pc{j}" for j in range(ncomp)]
@@ -511,7 +535,7 @@ class DriftDetector(Detector):
             names += ["multivariate:norm", "multivariate:residual"]
         n_num = len(names)
         model["n_num"] = n_num
-        Zn = self._numeric_matrix(X, outs, pval, model)
+        Zn = self._numeric_matrix(X, outs, pval, model, probs)
 
         # numeric bins from weighted reference quantiles
         q = self.n_bins
@@ -530,6 +554,7 @@ class DriftDetector(Detector):
             ref_loc[c] = qq[2]
             ref_spread[c] = (qq[3] - qq[1]) / 1.349
         model.update(edges=edges, lo_hi=lo_hi, ref_loc=ref_loc, ref_spread=ref_spread)
+        model["prob_chan0"] = names.index(f"output:P({model['prob_classes'][0]})") if model["prob_classes"] else -1
 
         # categorical channels: string features, then the predicted class
         cat_maps: list[dict[str, int]] = []
@@ -556,6 +581,26 @@ class DriftDetector(Detector):
         model["names"] = names
 
         bins = self._bins(Zn, C, pred, model)
+        # class probabilities: per-bin reference mean probabilities. They are the channels'
+        # location score (the window mean then estimates the mean posterior, which moves with the
+        # class prior; a mid-rank score would spend its variance on ranking near-zero probabilities)
+        # and give an explanation's current mean probability from the window's bin counts
+        npc = len(model["prob_classes"])
+        binmean = np.zeros((npc, q))
+        ref_pmean = np.full(npc, np.nan)
+        for i in range(npc):
+            c = model["prob_chan0"] + i
+            ok = (bins[:, c] < q) & (w > 0)
+            cnt = np.bincount(bins[ok, c], minlength=q)[:q]
+            tot = np.bincount(bins[ok, c], weights=Zn[ok, c], minlength=q)[:q]
+            lo_e = np.concatenate([[lo_hi[c, 0]], edges[c]])
+            hi_e = np.concatenate([edges[c], [lo_hi[c, 1]]])
+            hi_e = np.where(np.isfinite(hi_e), hi_e, lo_hi[c, 1])
+            lo_e = np.where(np.isfinite(lo_e), lo_e, hi_e)
+            mid = np.clip(0.5 * (lo_e + hi_e), 0.0, 1.0)  # bins empty in the reference
+            binmean[i] = np.where(cnt > 0, tot / np.maximum(cnt, 1), mid)
+            ref_pmean[i] = float(Zn[ok, c].mean()) if ok.any() else np.nan
+        model.update(prob_binmean=binmean, prob_refmean=ref_pmean)
 
         # score columns: (channel, table over bins, kind, label)
         nb = self.n_bins_total
@@ -573,6 +618,8 @@ class DriftDetector(Detector):
             else:
                 u = np.full(nb - 1, 0.5)
             loc = np.append(u - 0.5, 0.0)
+            if 0 <= c - model["prob_chan0"] < npc:
+                loc = np.append(binmean[c - model["prob_chan0"]], np.zeros(nb - 1 - q + 1))[:nb]
             if self.spread_score == "normal":  # Klotz-type: squared normal score of the mid-rank
                 spr = np.append(ndtri(np.clip(u, 1e-4, 1 - 1e-4)) ** 2, 0.0)
             else:  # Ansari-Bradley-type
@@ -585,7 +632,7 @@ class DriftDetector(Detector):
                 chans.append(c)
                 kinds.append(_LINEAR)
                 labels.append(lab)
-            if c < d or names[c].startswith("output:"):
+            if c < d or (names[c].startswith("output:") and not names[c].startswith("output:P(")):
                 miss = np.zeros(nb)
                 miss[nb - 1] = 1.0
                 tables.append(miss)
@@ -725,9 +772,16 @@ class DriftDetector(Detector):
         # probability vector, so their six location and spread scores are nearly collinear (smallest
         # reference eigenvalue ~0.004), and the whitening amplifies any benign discrepancy between
         # the skewed, tail-corrected spread scores ~15-fold; output spreads keep their single tests
-        out_cols = col[is_out & (lab == "location")]
+        is_prob = np.array([names[c].startswith("output:P(") for c in chan])
+        out_cols = col[is_out & ~is_prob & (lab == "location")]
         if len(out_cols) >= 2:
             groups.append(("outputs:summaries", out_cols))
+        # the class probabilities' locations: their mean moves with the class prior (black-box
+        # shift detection on the soft outputs); a full probability vector sums to one, so the
+        # whitening drops the zero eigenvalue
+        prob_cols = col[is_prob & (lab == "location")]
+        if len(prob_cols) >= 2:
+            groups.append(("outputs:probabilities", prob_cols))
         for c in sorted(set(int(k) for k in chan[is_cat])):
             groups.append((f"{names[c]}:mix", col[(chan == c) & is_cat]))
         g_names, g_cols, g_maps, g_dof = [], [], [], []
@@ -901,11 +955,43 @@ class DriftDetector(Detector):
         Z = np.clip(Z, -5.0, 5.0)
         return np.where(np.isnan(Z), 0.0, Z)
 
-    def _numeric_matrix(self, X: np.ndarray, outs: np.ndarray, pval: np.ndarray, model: dict[str, Any]) -> np.ndarray:
+    def _select_classes(self, probs: np.ndarray | None, w: np.ndarray) -> tuple[list[int], list[str]]:
+        """Probability columns monitored as channels: the most probable classes of the reference.
+
+        Classes given (finite) in most kept reference events, ranked by mean probability (ties by
+        name), at most ``max_class_channels``. When all classes but one fit, the most probable class
+        is left out: its probability is one minus the others' (a binary model keeps only its rarer
+        class), and a collinear column would only cost the joint test a degree of freedom.
+        """
+        if probs is None or probs.ndim != 2 or probs.shape[1] == 0 or self.max_class_channels == 0:
+            return [], []
+        classes = self.classes or tuple(str(i) for i in range(probs.shape[1]))
+        kept = w > 0
+        P = probs[kept]
+        fin = np.isfinite(P)
+        ok = [j for j in range(P.shape[1]) if fin[:, j].mean() > 0.5]
+        if len(ok) < 2:
+            return [], []
+        mean = {j: float(P[fin[:, j], j].mean()) for j in ok}
+        order = sorted(ok, key=lambda j: (-mean[j], classes[j]))
+        if len(order) - 1 <= self.max_class_channels:
+            order = order[1:]  # the most probable class is one minus the others: no information
+        order = order[: self.max_class_channels]
+        return order, [classes[j] for j in order]
+
+    def _numeric_matrix(
+        self, X: np.ndarray, outs: np.ndarray, pval: np.ndarray, model: dict[str, Any], probs: np.ndarray | None = None
+    ) -> np.ndarray:
         parts = [X]
         has_out = model["has_out"]
         if any(has_out):
             parts.append(outs[:, [j for j in range(3) if has_out[j]]])
+        pc = model.get("prob_cols", [])
+        if len(pc):
+            if probs is None or probs.shape[1] <= max(pc):
+                parts.append(np.full((len(X), len(pc)), np.nan))
+            else:
+                parts.append(probs[:, pc])
         if model["pred_kind"] == "numeric":
             parts.append(pval[:, None])
         if model["ncomp"]:
@@ -1198,6 +1284,7 @@ class DriftDetector(Detector):
             return EMPTY_OUTPUT
         outs = np.column_stack([batch.confidence, batch.margin, batch.entropy])
         codes, self.next_code = _caller_codes(batch.client_ids, self.cmap, self.n_seen, self.next_code)
+        probs = self._aligned_probabilities(batch)
         start = 0
         if not self.fitted:
             take = min(n, self.reference_size - self.n_buf)
@@ -1207,6 +1294,7 @@ class DriftDetector(Detector):
             self.ref_buf["pred"].extend(batch.prediction[:take])
             self.ref_buf["pval"].append(batch.prediction_value[sl])
             self.ref_buf["out"].append(outs[sl])
+            self.ref_buf["prob"].append(probs[sl])
             self.ref_buf["cid"].append(codes[sl])
             self.ref_buf["ts"].append(batch.ts[sl])
             self.n_buf += take
@@ -1223,15 +1311,44 @@ class DriftDetector(Detector):
                     np.concatenate(rb["cid"]),
                     np.concatenate(rb["ts"]),
                     source=f"first {self.reference_size} events",
+                    probs=np.concatenate(rb["prob"]),
                 )
                 self.ref_buf = {k: [] for k in self.ref_buf}
             if start >= n:
                 return EMPTY_OUTPUT
         sl = slice(start, n)
         m = self.model
-        Zn = self._numeric_matrix(batch.X[sl], outs[sl], batch.prediction_value[sl], m)
+        Zn = self._numeric_matrix(batch.X[sl], outs[sl], batch.prediction_value[sl], m, probs[sl])
         bins_new = self._bins(Zn, batch.C[sl], batch.prediction[start:], m)
         return self._monitor(bins_new, codes[sl], batch.ts[sl], batch.event_ids[start:])
+
+    def _aligned_probabilities(self, batch: EventBatch) -> np.ndarray:
+        """The batch's class probabilities as columns of ``self.classes`` (fixed by the first batch with any).
+
+        Columns are matched by class name, so a batch whose schema lists the classes in another
+        order, or lacks some, still lines up (absent classes are ``NaN``).
+        """
+        P = np.asarray(batch.probabilities, dtype=np.float64)
+        n = len(batch)
+        if P.ndim != 2 or P.shape[0] != n:
+            P = np.empty((n, 0))
+        have = tuple(batch.schema.classes) if len(batch.schema.classes) == P.shape[1] else tuple(
+            str(i) for i in range(P.shape[1])
+        )
+        if self.classes is None:
+            if P.shape[1] == 0:
+                return P
+            self.classes = have
+        if have == self.classes:
+            return P
+        if self._prob_align is None or self._prob_align[0] != have:
+            pos = {c: i for i, c in enumerate(have)}
+            self._prob_align = (have, np.array([pos.get(c, -1) for c in self.classes], dtype=np.int64))
+        idx = self._prob_align[1]
+        out = np.full((n, len(self.classes)), np.nan)
+        hit = idx >= 0
+        out[:, hit] = P[:, idx[hit]]
+        return out
 
     def _monitor(self, bins_new: np.ndarray, codes_new: np.ndarray, ts_new: np.ndarray, ids: list[str]) -> DetectorOutput:
         step = self.block_size
@@ -1283,6 +1400,7 @@ class DriftDetector(Detector):
             def describe(j: int = j, w: int = w, e: int = e, n_here: int = n_here, best: float = best) -> dict[str, Any]:
                 L = self.window_sizes[w]
                 info = self._info(res, zeq, j, w)
+                info["top_callers"] = self._top_callers(np.concatenate([self.hist_codes, codes_c])[max(e - L, 0) : e])
                 return {
                     "trigger": ids[e - nh - 1 + id_off],
                     "window_start": float(span_ts[e - L]) if e - L >= 0 else float("nan"),
@@ -1317,6 +1435,25 @@ class DriftDetector(Detector):
                 if "cum_pp" in res and self.model.get("cov_r") else None
             ),
         }
+
+    def _top_callers(self, codes: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
+        """The callers with the largest share of a window's events (all events, kept or not).
+
+        Computed only when a finding is raised: a drift that is one caller's own traffic (an
+        attacker, a batch job) should say so. Anonymous events are not grouped.
+        """
+        named = codes[codes >= 0]
+        if len(codes) == 0 or len(named) == 0:
+            return []
+        uniq, cnt = np.unique(named, return_counts=True)
+        top = np.lexsort((uniq, -cnt))[:k]
+        wanted = {int(uniq[i]) for i in top}
+        rev = {v: c for c, v in self.cmap.items() if v in wanted}
+        return [
+            {"client_id": rev.get(int(uniq[i]), f"#{int(uniq[i])}"), "events": int(cnt[i]),
+             "share": round(float(cnt[i]) / len(codes), 4)}
+            for i in top
+        ]
 
     def _prune_callers(self) -> None:
         live = set(int(c) for c in np.concatenate([self.hist_codes, self.pend_codes]) if c >= 0)
@@ -1379,6 +1516,10 @@ class DriftDetector(Detector):
                 entry["reference"] = {"median": _r(m["ref_loc"][c]), "spread": _r(m["ref_spread"][c])}
                 entry["current"] = {"median": _r(med[c]), "spread": _r(spread[c])}
                 entry["ks_distance"] = _r(ks[c])
+                i_p = c - m.get("prob_chan0", -1)
+                if m.get("prob_chan0", -1) >= 0 and 0 <= i_p < len(m["prob_classes"]):
+                    entry["reference"]["mean"] = _r(m["prob_refmean"][i_p])
+                    entry["current"]["mean"] = _r(self._prob_mean(counts[c], i_p))
                 mcol = [k for k in cols if labels[k] == "missing"]
                 if mcol:
                     k = int(mcol[0])
@@ -1416,8 +1557,12 @@ class DriftDetector(Detector):
             tested = np.where(m["tested"], az, -1.0)
             col = int(np.argmax(tested))
             trigger = f"{names[int(m['chan'][col])]} ({labels[col]})"
+        callers = list(info.get("top_callers", []))
+        summary = self._summary(trigger, pairs if trigger == "inputs:covariance" else top, stat, L)
+        if callers and callers[0]["share"] >= 0.2:
+            summary += f"; caller {callers[0]['client_id']} sent {callers[0]['share']:.0%} of the window"
         return {
-            "summary": self._summary(trigger, pairs if trigger == "inputs:covariance" else top, stat, L),
+            "summary": summary,
             "trigger_test": trigger,
             "statistic": round(stat, 4),
             "threshold": round(float(self.threshold), 4),
@@ -1430,6 +1575,7 @@ class DriftDetector(Detector):
             "window_sizes": list(self.window_sizes),
             "block_size": self.block_size,
             "effective_callers": round(float(info.get("effective_callers", 0.0)), 2),
+            "top_callers": callers,
             "events_since_reference": int(n_mon_here),
             "top": top,
             "covariance": pairs,
@@ -1438,6 +1584,14 @@ class DriftDetector(Detector):
             "events_between_false_alarms": self.budget,
             "calibration": dict(self.calibration),
         }
+
+    def _prob_mean(self, counts: np.ndarray, i: int) -> float:
+        """Current mean probability of class channel ``i`` from a window's bin counts (reference bin means)."""
+        bm = self.model["prob_binmean"][i]
+        cnt = counts[: self.n_bins]
+        ok = np.isfinite(bm) & (cnt > 0)
+        tot = float(cnt[ok].sum())
+        return float((cnt[ok] * bm[ok]).sum() / tot) if tot > 0 else float("nan")
 
     def _covariance_pairs(self, cov_mean: np.ndarray | None) -> list[dict[str, Any]]:
         """Feature pairs whose correlation (of Gaussianised scores) moved most in the window."""
@@ -1479,7 +1633,9 @@ class DriftDetector(Detector):
                 )
                 continue
             nm = e["stat"].split(":", 1)[1] if ":" in e["stat"] else e["stat"]
-            if "ks_distance" in e:
+            if "mean" in e.get("reference", {}) and e["reference"]["mean"] is not None:
+                parts.append(f"{nm} {e['reference']['mean']:.2f} -> {e['current'].get('mean') or 0:.2f}")
+            elif "ks_distance" in e:
                 ref, cur = e["reference"], e["current"]
                 bits = []
                 if ref.get("spread") and cur.get("median") is not None and ref.get("median") is not None:
@@ -1502,6 +1658,7 @@ class DriftDetector(Detector):
             "inputs:location": "input locations (joint test)",
             "inputs:spread": "input spreads (joint test)",
             "outputs:summaries": "confidence/margin/entropy (joint test)",
+            "outputs:probabilities": "class probabilities (joint test)",
             "output:prediction:mix": "predicted-class mix (joint test)",
             "inputs:covariance": "input correlations (covariance test)",
         }.get(trigger, trigger)
@@ -1550,6 +1707,7 @@ class DriftDetector(Detector):
             "n_buf": self.n_buf,
             "cmap": dict(self.cmap),
             "next_code": self.next_code,
+            "classes": list(self.classes) if self.classes is not None else None,
         }
         if not self.fitted:
             rb = self.ref_buf
@@ -1559,6 +1717,7 @@ class DriftDetector(Detector):
                 "pred": list(rb["pred"]),
                 "pval": np.concatenate(rb["pval"]) if rb["pval"] else np.empty(0),
                 "out": np.concatenate(rb["out"]) if rb["out"] else np.empty((0, 3)),
+                "prob": np.concatenate(rb["prob"]) if rb["prob"] else np.empty((0, 0)),
                 "cid": np.concatenate(rb["cid"]) if rb["cid"] else np.empty(0, np.int64),
                 "ts": np.concatenate(rb["ts"]) if rb["ts"] else np.empty(0),
             }
@@ -1588,6 +1747,7 @@ class DriftDetector(Detector):
         self.n_buf = int(state["n_buf"])
         self.cmap = {str(k): int(v) for k, v in state["cmap"].items()}
         self.next_code = int(state["next_code"])
+        self.classes = tuple(str(c) for c in state["classes"]) if state["classes"] is not None else None
         if not state["fitted"]:
             r = state["ref"]
             if self.n_buf:
@@ -1597,13 +1757,14 @@ class DriftDetector(Detector):
                     "pred": list(r["pred"]),
                     "pval": [np.asarray(r["pval"], dtype=np.float64)],
                     "out": [np.asarray(r["out"], dtype=np.float64)],
+                    "prob": [np.asarray(r["prob"], dtype=np.float64).reshape(self.n_buf, -1)],
                     "cid": [np.asarray(r["cid"], dtype=np.int64)],
                     "ts": [np.asarray(r["ts"], dtype=np.float64)],
                 }
             return
         mdl = dict(state["model"])
         for key in ("ref_p", "edges", "lo_hi", "ref_loc", "ref_spread", "tab", "mu", "tau2", "sigw", "vref",
-                    "tilt_lo", "tilt_inv", "tilt_grid"):
+                    "tilt_lo", "tilt_inv", "tilt_grid", "prob_refmean"):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         for key in ("chan", "kind", "tilt_cols"):
             mdl[key] = np.asarray(mdl[key], dtype=np.int64)
@@ -1626,6 +1787,12 @@ class DriftDetector(Detector):
             if key in mdl:
                 mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         mdl["tilt_grid"] = mdl["tilt_grid"].reshape(len(mdl["tilt_cols"]), _TILT_GRID)
+        mdl["prob_cols"] = [int(c) for c in mdl["prob_cols"]]
+        mdl["prob_classes"] = [str(c) for c in mdl["prob_classes"]]
+        mdl["prob_chan0"] = int(mdl["prob_chan0"])
+        mdl["prob_binmean"] = np.asarray(mdl["prob_binmean"], dtype=np.float64).reshape(
+            len(mdl["prob_classes"]), self.n_bins
+        )
         mdl["labels"] = list(mdl["labels"])
         mdl["names"] = list(mdl["names"])
         mdl["cat_maps"] = [{str(k): int(v) for k, v in cm.items()} for cm in mdl["cat_maps"]]
