@@ -131,3 +131,19 @@ def test_explanation_names_a_dominating_caller() -> None:
     assert top[0]["client_id"] == "acct-7" and 0.3 < top[0]["share"] < 0.7
     assert len(top) == 3
     assert "caller acct-7 sent" in found[0].explanation["summary"]
+
+
+def test_reference_param_with_probabilities() -> None:
+    """A reference mapping (e.g. a reference file) carries probabilities in the route's class order."""
+    X, P, callers, pred = soft_stream(9000, shift=0.8)
+    ref = {"X": X[:2000], "probabilities": P[:2000], "prediction": pred[:2000], "client_ids": callers[:2000]}
+    det = DriftDetector(ctx(), reference=ref, **FAST)
+    assert det.model["prob_classes"] == ["default"]
+    found = []
+    for i in range(2000, 9000, 500):
+        sl = slice(i, i + 500)
+        found += [f for f in det.process(batch_from_arrays(
+            X[sl], probabilities=P[sl], client_ids=callers[sl], prediction=pred[sl], schema=SCHEMA, start_index=i,
+        )).findings if not f.is_update]
+    assert found and int(found[0].trigger_event_id[1:]) >= CHANGE
+    assert "P(default)" in found[0].explanation["summary"]
