@@ -1446,14 +1446,14 @@ class DriftDetector(Detector):
         if len(codes) == 0 or len(named) == 0:
             return []
         uniq, cnt = np.unique(named, return_counts=True)
-        top = np.lexsort((uniq, -cnt))[:k]
-        wanted = {int(uniq[i]) for i in top}
+        # candidates: every caller tied with the k-th largest count; ties broken by name (codes
+        # depend on when the caller table was pruned, names do not)
+        cut = np.sort(cnt)[::-1][min(k, len(cnt)) - 1]
+        cand = np.flatnonzero(cnt >= cut)
+        wanted = {int(uniq[i]) for i in cand}
         rev = {v: c for c, v in self.cmap.items() if v in wanted}
-        return [
-            {"client_id": rev.get(int(uniq[i]), f"#{int(uniq[i])}"), "events": int(cnt[i]),
-             "share": round(float(cnt[i]) / len(codes), 4)}
-            for i in top
-        ]
+        rows = sorted((-int(cnt[i]), rev.get(int(uniq[i]), f"#{int(uniq[i])}")) for i in cand)[:k]
+        return [{"client_id": name, "events": -neg, "share": round(-neg / len(codes), 4)} for neg, name in rows]
 
     def _prune_callers(self) -> None:
         live = set(int(c) for c in np.concatenate([self.hist_codes, self.pend_codes]) if c >= 0)
