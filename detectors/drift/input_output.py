@@ -33,7 +33,9 @@ Algorithm (one instance per route; details and rationale in ``docs/drift.md``):
 4. **Windows.** Every ``block_size`` events of the route a window closes; statistics are computed
    over the last ``L`` events for every ``L`` in ``window_sizes``. The variance of a window mean
    follows a random-effects model over callers (between-caller variance estimated from the
-   reference, floored at ``min_caller_correlation``) plus the reference's own estimation error;
+   reference, floored at ``min_caller_correlation``), a between-time component (the excess
+   variance of the reference's consecutive time-block means, a block effect that does not shrink
+   with the window's count) and the reference's own estimation error;
    windows with fewer than ``min_effective_callers`` effective callers are not tested. All closes
    of a batch are evaluated together (vectorised), without per-window Python loops.
 5. **Calibration.** The window statistic is the max over all tests and window sizes. Its
@@ -276,6 +278,11 @@ class DriftDetector(Detector):
         and spread scores, and their locations jointly in ``outputs:probabilities``): the classes
         with the largest mean reference probability, at most this many (0 disables them). A binary
         model gets one channel (the rarer class; the other column is its complement).
+    temporal_block : int or None, default None
+        Events per time block of the reference for the between-time variance component (``None``:
+        the largest window, fewer if the reference holds fewer than 8 such blocks; 0 disables it).
+        Score columns whose block means vary more than the caller model explains (the time-of-day
+        mix of regions, sites or sessions) get that excess added to every live window's variance.
 
     Examples
     --------
@@ -321,6 +328,7 @@ class DriftDetector(Detector):
         anonymous_run: int = 50,
         spread_score: str = "normal",
         max_class_channels: int = 10,
+        temporal_block: int | None = None,
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
         super().__init__(
@@ -345,6 +353,7 @@ class DriftDetector(Detector):
             anonymous_run=anonymous_run,
             spread_score=spread_score,
             max_class_channels=max_class_channels,
+            temporal_block=temporal_block,
         )
         if int(reference_size) < 200:
             raise ValueError(f"reference_size must be >= 200, got {reference_size}")
@@ -389,6 +398,8 @@ class DriftDetector(Detector):
             raise ValueError(f"spread_score must be 'normal' or 'rank', got {spread_score!r}")
         if int(max_class_channels) < 0:
             raise ValueError(f"max_class_channels must be >= 0, got {max_class_channels}")
+        if temporal_block is not None and (int(temporal_block) < 0 or int(temporal_block) % int(block_size)):
+            raise ValueError(f"temporal_block must be None, 0 or a positive multiple of block_size, got {temporal_block}")
         if context.events_between_false_alarms <= 0:
             raise ValueError("context.events_between_false_alarms must be > 0")
         if reference is not None and "X" not in reference:
@@ -419,6 +430,7 @@ class DriftDetector(Detector):
         self.anonymous_run = int(anonymous_run)
         self.spread_score = str(spread_score)
         self.max_class_channels = int(max_class_channels)
+        self.temporal_block = max(self.window_sizes) if temporal_block is None else int(temporal_block)
         self.budget = float(context.events_between_false_alarms)
         self.n_bins_total = max(self.n_bins, self.max_categories + 1) + 1
         self.missing_bin = self.n_bins_total - 1
@@ -666,6 +678,10 @@ class DriftDetector(Detector):
         tau2 = np.clip(tau2, self.min_caller_correlation * var, var)
         sig_w = np.maximum(var - tau2, 0.0)
         vref = (tau2 * a_ref + sig_w * sw) / sw**2
+        # between-time variance (time-of-day mix, sessions): added to every live window's variance
+        taut, model["temporal"] = self._between_time_variance(S, kept, vcodes, tau2, sig_w)
+        vref = vref + taut
+        model["taut"] = taut
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
         self._fit_tilt(bins, w, model)
         self._fit_tests(S[kept], model, d)
@@ -674,6 +690,7 @@ class DriftDetector(Detector):
 
         # calibration on a caller-resampled null stream
         self.threshold, self.calibration = self._calibrate(bins, codes)
+        self.calibration["temporal"] = dict(model["temporal"])
         self.episodes.threshold = float(self.threshold)
         self.fitted = True
         self._start_monitoring()
@@ -922,6 +939,53 @@ class DriftDetector(Detector):
         dev *= (1.0 / swc)[:, None]
         dev -= m["cov_mu"]
         return np.asarray(np.einsum("kp,kp->k", dev, dev) / c)
+
+    def _between_time_variance(
+        self, S: np.ndarray, kept: np.ndarray, vcodes: np.ndarray, tau2: np.ndarray, sigw: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Per score column, the variance of the mean between consecutive time blocks of the reference
+        beyond what the caller model explains, and the live-window variance it adds.
+
+        Events close in time are not independent samples either (the time-of-day mix of regions or
+        sites, sessions), just as one caller's events are not. The reference (in stream order) is
+        cut into ``nb`` blocks of ``B`` positions (``temporal_block``, default the largest window;
+        smaller if the reference holds fewer than 8 such blocks, never below ``block_size``). With
+        ``m_b`` a block's mean score over its kept events and ``e_b = (tau2 a_b + sigw n_b) / n_b^2``
+        its variance under the caller model (``n_b`` kept events, ``a_b = sum_g K_g^2``), the
+        moment estimate is ``t = sum_b (m_b - mean m)^2 / (nb - 1) - mean e_b``. It counts only
+        where ``(nb - 1) D / mean e_b`` exceeds the chi-square(``nb - 1``) quantile at 0.01 divided
+        by the number of columns (Bonferroni: a reference without temporal structure gives 0 for
+        every column with probability ~99%, so detection is unchanged there). A block effect does
+        not shrink with a window's event count, so ``t (1 + 1 / nb)`` (the block effect of the
+        window and that of the reference mean) is added to every live window's variance. It is not
+        added in the calibration: the caller-resampled null stream has no temporal structure.
+        """
+        n, ncol = S.shape
+        step = self.block_size
+        info: dict[str, Any] = {"block_events": 0, "blocks": 0, "columns": 0}
+        if self.temporal_block <= 0:
+            return np.zeros(ncol), info
+        B = step * max(1, min(self.temporal_block // step, n // (8 * step)))
+        nb = n // B
+        info.update(block_events=int(B), blocks=int(nb))
+        if nb < 4:
+            return np.zeros(ncol), info
+        ends = B * (1 + np.arange(nb))
+        a_b = _caller_square_sums_multi(vcodes, kept, ends, (B,))[0][:, 0]
+        kw = kept[: nb * B].reshape(nb, B).astype(np.float64)
+        n_b = kw.sum(1)
+        if n_b.min() < 2:
+            return np.zeros(ncol), info
+        sums = np.einsum("bi,bic->bc", kw, S[: nb * B].reshape(nb, B, ncol))
+        m_b = sums / n_b[:, None]
+        e_b = (tau2[None, :] * a_b[:, None] + sigw[None, :] * n_b[:, None]) / n_b[:, None] ** 2
+        dev = ((m_b - m_b.mean(0)) ** 2).sum(0) / (nb - 1)
+        e_mean = np.maximum(e_b.mean(0), 1e-300)
+        p = chdtrc(nb - 1, (nb - 1) * dev / e_mean)
+        sig = p < 0.01 / ncol
+        taut = np.where(sig, np.maximum(dev - e_mean, 0.0), 0.0) * (1.0 + 1.0 / nb)
+        info["columns"] = int((taut > 0).sum())
+        return taut, info
 
     @staticmethod
     def _between_caller_variance(S: np.ndarray, codes: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -1764,7 +1828,7 @@ class DriftDetector(Detector):
             return
         mdl = dict(state["model"])
         for key in ("ref_p", "edges", "lo_hi", "ref_loc", "ref_spread", "tab", "mu", "tau2", "sigw", "vref",
-                    "tilt_lo", "tilt_inv", "tilt_grid", "prob_refmean"):
+                    "taut", "tilt_lo", "tilt_inv", "tilt_grid", "prob_refmean"):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         for key in ("chan", "kind", "tilt_cols"):
             mdl[key] = np.asarray(mdl[key], dtype=np.int64)
