@@ -10,11 +10,13 @@ false alarms at the default budget (seed 1: 14 in 28,000 monitored events). The 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from detectors.base import DetectorContext
 from detectors.drift import DriftDetector
-from pipeline.events import FeatureSchema, RouteKey, batch_from_arrays
+from pipeline.events import EventBatch, FeatureSchema, RouteKey, batch_from_arrays
 
 D = 8
 SCHEMA = FeatureSchema(tuple(f"f{i}" for i in range(D)), from_array=True)
@@ -33,16 +35,24 @@ def regional_stream(seed: int, shift: float) -> tuple[np.ndarray, list[str | Non
     return X, callers
 
 
-def run(seed: int, shift: float, **kw: object) -> tuple[DriftDetector, list[int]]:
-    X, callers = regional_stream(seed, shift)
-    det = DriftDetector(
+def detector(seed: int, **kw: Any) -> DriftDetector:
+    return DriftDetector(
         DetectorContext(RouteKey("m", "1"), SCHEMA, seed=seed), reference_size=REF, calibration_events=30_000, **kw
     )
-    alarms = []
-    for i in range(0, N, 3000):
-        j = min(N, i + 3000)
-        b = batch_from_arrays(X[i:j], schema=SCHEMA, client_ids=callers[i:j],
+
+
+def batches(seed: int, shift: float, cuts: list[int]) -> list[EventBatch]:
+    X, callers = regional_stream(seed, shift)
+    bounds = [0, *cuts, N]
+    return [batch_from_arrays(X[i:j], schema=SCHEMA, client_ids=callers[i:j], ts=np.arange(i, j, dtype=np.float64),
                               event_ids=[f"e{k}" for k in range(i, j)])
+            for i, j in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def run(seed: int, shift: float, **kw: Any) -> tuple[DriftDetector, list[int]]:
+    det = detector(seed, **kw)
+    alarms = []
+    for b in batches(seed, shift, list(range(3000, N, 3000))):
         alarms += [int(f.trigger_event_id[1:]) for f in det.process(b).findings if not f.is_update]
     return det, alarms
 
@@ -76,3 +86,21 @@ def test_no_temporal_structure_gives_no_component() -> None:
                         reference={"X": X, "client_ids": callers})
     assert det.calibration["temporal"]["blocks"] == 12
     assert not det.model["taut"].any()
+
+
+def test_batch_invariant_and_state_round_trip() -> None:
+    """Same findings under another batch cut, and after a state round trip while monitoring."""
+    regular = batches(1, 0.25, list(range(3000, N, 3000)))
+    rng = np.random.default_rng(0)
+    irregular = batches(1, 0.25, sorted(set(rng.integers(1, N, size=25).tolist())))
+    a, b = detector(1), detector(1)
+    fa = [f for x in regular for f in a.process(x).findings]
+    fb = [f for x in irregular for f in b.process(x).findings]
+    assert fa and fa == fb
+    assert a.model["taut"].any()
+    c = detector(1)
+    head = [f for x in regular[:6] for f in c.process(x).findings]  # 18,000 events: monitoring
+    d = detector(1)
+    d.load_state_dict(c.state_dict())
+    assert np.array_equal(d.model["taut"], c.model["taut"]) and np.array_equal(d.model["vref"], c.model["vref"])
+    assert head + [f for x in regular[6:] for f in d.process(x).findings] == fa
