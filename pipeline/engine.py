@@ -435,7 +435,8 @@ def _alert_points(first: int) -> set[int]:
 
 def _schema_event_state(state: RouteState) -> dict[str, Any]:
     sc = state.schema
-    return {"numeric": list(sc.numeric), "categorical": list(sc.categorical), "from_array": sc.from_array}
+    return {"numeric": list(sc.numeric), "categorical": list(sc.categorical), "from_array": sc.from_array,
+            "classes": list(sc.classes)}
 
 
 def _schema_event_from_state(st: dict[str, Any], route: RouteKey) -> PredictionEvent:
@@ -444,9 +445,11 @@ def _schema_event_from_state(st: dict[str, Any], route: RouteKey) -> PredictionE
         features: Any = [0.0] * len(st["numeric"])
     else:
         features = {**{k: 0.0 for k in st["numeric"]}, **{k: "" for k in st["categorical"]}}
+    classes = [str(c) for c in st.get("classes", [])]
+    probabilities = {c: 1.0 / len(classes) for c in classes} if classes else None
     return PredictionEvent(event_id="", ts=0.0, model=route.model, model_version=route.model_version,
-                           client_id=None, features=features, prediction="", probabilities=None, label=None,
-                           latency_ms=None, raw={})
+                           client_id=None, features=features, prediction="", probabilities=probabilities,
+                           label=None, latency_ms=None, raw={})
 
 
 def config_fingerprint(config: MonitorConfig) -> str:

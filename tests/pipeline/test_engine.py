@@ -221,3 +221,18 @@ def test_early_labels_are_batch_invariant_and_survive_a_snapshot() -> None:
             getattr(merged, field).extend(getattr(part, field))
     assert canonical(merged) == whole
     assert second.scope(0).labels_matched == 200
+
+
+def test_restore_keeps_the_routes_class_order() -> None:
+    """The learned schema (features and probability classes) survives a snapshot, so class-probability
+    columns line up the same way after a restart."""
+    msgs = [RawMessage("predictions", "p", 0, i, orjson.dumps(
+        {"event_id": f"e{i}", "ts": float(i), "model": "m", "features": [1.0, float(i % 3)], "prediction": "b",
+         "probabilities": {"b": 0.6, "a": 0.3, "c": 0.1}})) for i in range(20)]
+    eng = Engine(config(), "r")
+    eng.process(msgs)
+    restored = Engine(config(), "r")
+    restored.restore(0, statecodec.decode(statecodec.encode(eng.snapshot(0))))
+    (before,) = eng.scope(0).routes.values()
+    (after,) = restored.scope(0).routes.values()
+    assert after.schema == before.schema and after.schema.classes == ("b", "a", "c")
