@@ -12,7 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "contract" / "prediction-log.schema.json"
+#: The repository's copy of the shared contract's schema (``docs/contract/``), so the check runs in any checkout.
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "contract" / "prediction-log.schema.json"
 _TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "number": (int, float), "integer": int, "boolean": bool, "object": dict,
           "array": list, "null": type(None)}
 

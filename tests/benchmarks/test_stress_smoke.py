@@ -6,7 +6,6 @@ import json
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from benchmarks.stress.contract import SCHEMA, validate_line
 from benchmarks.stress.traffic import Profile, generate
@@ -14,7 +13,9 @@ from benchmarks.stress.traffic import Profile, generate
 SMALL = Profile("smoke", {"oncology": 0.7, "wine": 0.3}, n_events=1500, span_hours=2.0, n_callers=50,
                 batch_jobs=2, batch_size=(50, 80), malformed=5)
 
-pytestmark = pytest.mark.skipif(not SCHEMA.exists(), reason=f"contract not checked out at {SCHEMA}")
+
+def test_the_contract_schema_is_in_the_repository() -> None:
+    assert SCHEMA.is_file(), SCHEMA
 
 
 def test_generator_is_deterministic_given_a_seed() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.traffic import Traffic, generate
 
-SCHEMA_PATH = Path("/work/shared/contract/prediction-log.schema.json")
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "docs" / "contract" / "prediction-log.schema.json"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _TYPES: dict[str, Any] = {
     "object": lambda v: isinstance(v, dict),
