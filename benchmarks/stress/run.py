@@ -27,7 +27,9 @@ from typing import Any
 from benchmarks.stress.scenarios import Scenario, all_scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = str(ROOT / ".venv" / "bin" / "infersentry")
+#: The CLI of this checkout's venv, else the running interpreter's (a git worktree has no .venv of its own).
+CLI = str(ROOT / ".venv" / "bin" / "infersentry") if (ROOT / ".venv" / "bin" / "infersentry").exists() \
+    else f"{sys.executable} -m pipeline"
 STREAM_KINDS = ("drift", "performance")
 CALLER_KINDS = ("attack_campaign", "extraction")
 EVENT_KINDS = ("outlier", "adversarial")
@@ -38,7 +40,8 @@ def snapshot(out: Path, rev: str) -> tuple[str, dict[str, str]]:
     import os
 
     env = dict(os.environ)
-    if rev == "worktree":
+    if rev == "worktree":  # this checkout's files, even where an editable install points elsewhere
+        env["PYTHONPATH"] = str(ROOT)
         return "worktree", env
     sha = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -178,7 +181,7 @@ def run_one(sc: Scenario, out: Path, env: dict[str, str]) -> dict[str, Any]:
     t2 = time.time()
     if proc.returncode != 0:
         return {"name": sc.name, "group": sc.group, "crash": proc.stderr[-2000:], "verdict": ["replay crashed"]}
-    exp = subprocess.run([CLI, "alerts", "export", "--run", sc.name, "--db", f"sqlite:///{db}",
+    exp = subprocess.run([*CLI.split(), "alerts", "export", "--run", sc.name, "--db", f"sqlite:///{db}",
                           "--out", str(d / "alerts.jsonl")], capture_output=True, text=True, env=env)
     if exp.returncode != 0:
         return {"name": sc.name, "group": sc.group, "crash": exp.stderr[-2000:], "verdict": ["export crashed"]}
