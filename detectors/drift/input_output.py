@@ -74,6 +74,7 @@ from detectors.drift._stats import (
     tilt_root_table,
     weighted_quantiles,
 )
+from detectors.drift.growth import ReferenceGrowth
 from detectors.episodes import EpisodeTracker
 from pipeline.events import EventBatch
 
@@ -278,6 +279,15 @@ class DriftDetector(Detector):
         and spread scores, and their locations jointly in ``outputs:probabilities``): the classes
         with the largest mean reference probability, at most this many (0 disables them). A binary
         model gets one channel (the rarer class; the other column is its complement).
+    max_reference_size : int, default 20000
+        A reference made of the route's first events keeps growing with monitored blocks once they
+        have left the largest window, up to this many events; a block joins only if no window that
+        contained it crossed the threshold (a raised drift is never learnt). Every
+        ``reference_size`` absorbed events the reference moments are refitted (means, variances,
+        tails, between-time variance; bins, projections, whitening and threshold stay), so the
+        reference's own estimation error shrinks (a persistent small class-mix shift becomes
+        visible) and it covers more of a daily cycle. ``reference_size`` or less disables growth;
+        a ``reference`` mapping (or ``reference_file``) never grows.
     temporal_block : int or None, default None
         Events per time block of the reference for the between-time variance component (``None``:
         the largest window, fewer if the reference holds fewer than 8 such blocks; 0 disables it).
@@ -302,7 +312,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 6
+    state_version: ClassVar[int] = 7
 
     def __init__(
         self,
@@ -329,6 +339,7 @@ class DriftDetector(Detector):
         spread_score: str = "normal",
         max_class_channels: int = 10,
         temporal_block: int | None = None,
+        max_reference_size: int = 20_000,
     ) -> None:
         window_sizes = tuple(int(w) for w in window_sizes)
         super().__init__(
@@ -354,6 +365,7 @@ class DriftDetector(Detector):
             spread_score=spread_score,
             max_class_channels=max_class_channels,
             temporal_block=temporal_block,
+            max_reference_size=max_reference_size,
         )
         if int(reference_size) < 200:
             raise ValueError(f"reference_size must be >= 200, got {reference_size}")
@@ -431,6 +443,7 @@ class DriftDetector(Detector):
         self.spread_score = str(spread_score)
         self.max_class_channels = int(max_class_channels)
         self.temporal_block = max(self.window_sizes) if temporal_block is None else int(temporal_block)
+        self.max_reference_size = int(max_reference_size)
         self.budget = float(context.events_between_false_alarms)
         self.n_bins_total = max(self.n_bins, self.max_categories + 1) + 1
         self.missing_bin = self.n_bins_total - 1
@@ -462,6 +475,7 @@ class DriftDetector(Detector):
         self.block_pp = np.empty((0, 0), dtype=np.float64)
         self.episodes = EpisodeTracker(Kind.DRIFT, self.name, self.config_hash, float("nan"), self.quiet_windows)
         self.model: dict[str, Any] = {}
+        self.growth: ReferenceGrowth | None = None
 
     # ------------------------------------------------------------------ reference fitting
     def _fit_from_mapping(self, ref: Mapping[str, Any]) -> None:
@@ -680,22 +694,65 @@ class DriftDetector(Detector):
         vref = (tau2 * a_ref + sig_w * sw) / sw**2
         # between-time variance (time-of-day mix, sessions): added to every live window's variance
         taut, model["temporal"] = self._between_time_variance(S, kept, vcodes, tau2, sig_w)
+        time_blocks = self._time_blocks
         vref = vref + taut
         model["taut"] = taut
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
-        self._fit_tilt(bins, w, model)
+        # kept events' bin counts per channel (the reference distribution every moment derives
+        # from) and each column's between-caller share, for refits when the reference grows
+        nch = len(names)
+        kidx = np.flatnonzero(kept)
+        flat = np.arange(nch, dtype=np.int64)[None, :] * nb + bins[kidx]
+        ref_counts = np.bincount(flat.ravel(), minlength=nch * nb).reshape(nch, nb).astype(np.float64)
+        model.update(ref_counts=ref_counts, rho=tau2 / np.maximum(var, 1e-300))
+        self._fit_tilt(ref_counts, model)
         self._fit_tests(S[kept], model, d)
         self._fit_covariance(bins, codes, vcodes, model, d)
         self.model = model
 
         # calibration on a caller-resampled null stream
         self.threshold, self.calibration = self._calibrate(bins, codes)
+        model["group_gc_sim"] = model["group_gc"].copy()
+        model["group_gc_time"] = self._temporal_gc(*time_blocks) if time_blocks is not None else np.ones_like(
+            model["group_gc"]
+        )
+        model["group_gc"] = model["group_gc_sim"] * model["group_gc_time"]
         self.calibration["temporal"] = dict(model["temporal"])
+        self.calibration["temporal"]["joint_inflation"] = {
+            nm: round(float(v), 4) for nm, v in zip(model["group_names"], model["group_gc_time"], strict=True) if v > 1
+        }
         self.episodes.threshold = float(self.threshold)
         self.fitted = True
         self._start_monitoring()
+        self.growth = None
+        if source.startswith("first") and self.max_reference_size > n:
+            self.growth = self._new_growth(S, kept, vcodes, n)
 
-    def _fit_tilt(self, bins: np.ndarray, w: np.ndarray, model: dict[str, Any]) -> None:
+    def _new_growth(self, S: np.ndarray, kept: np.ndarray, vcodes: np.ndarray, n: int) -> ReferenceGrowth:
+        """Growth books for a first-events reference, holding its callers and complete time blocks."""
+        step = self.block_size
+        codes, cnt = np.unique(vcodes[kept], return_counts=True)
+        B = self.temporal_block
+        g = ReferenceGrowth(
+            n_chan=len(self.model["names"]),
+            n_bins=self.n_bins_total,
+            n_cols=S.shape[1],
+            events=n,
+            max_events=self.max_reference_size,
+            block_size=step,
+            time_blocks=B // step if B > 0 else 0,
+            callers=dict(zip(codes.tolist(), cnt.tolist(), strict=True)),
+        )
+        nt = n // B if B > 0 else 0
+        if nt:
+            ends = B * (1 + np.arange(nt))
+            g.time_a = _caller_square_sums_multi(vcodes, kept, ends, (B,))[0][:, 0].tolist()
+            kw = kept[: nt * B].reshape(nt, B).astype(np.float64)
+            g.time_kept = kw.sum(1).tolist()
+            g.time_sums = list(np.einsum("bi,bic->bc", kw, S[: nt * B].reshape(nt, B, S.shape[1])))
+        return g
+
+    def _fit_tilt(self, counts: np.ndarray, model: dict[str, Any]) -> None:
         """Tabulated tilt roots (accurate tails) of every linear score column (location, spread).
 
         The Wald score ``(mean - mu) / sd`` of a window mean misjudges the far tail of a skewed
@@ -711,12 +768,11 @@ class DriftDetector(Detector):
         closer to normal than ``var / v`` independent draws.
         """
         labels, chan, tab = model["labels"], model["chan"], model["tab"]
-        nb = self.n_bins_total
         cols, los, invs, grids = [], [], [], []
         for k, lab in enumerate(labels):
             if lab not in ("location", "spread") or model["kind"][k] != _LINEAR:
                 continue
-            cnt = np.bincount(bins[:, chan[k]], weights=w, minlength=nb)
+            cnt = counts[chan[k]]
             lo_k, hi_k, g = tilt_root_table(tab[k], cnt, _TILT_GRID)
             if hi_k <= lo_k:
                 continue
@@ -963,6 +1019,7 @@ class DriftDetector(Detector):
         n, ncol = S.shape
         step = self.block_size
         info: dict[str, Any] = {"block_events": 0, "blocks": 0, "columns": 0}
+        self._time_blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if self.temporal_block <= 0:
             return np.zeros(ncol), info
         B = step * max(1, min(self.temporal_block // step, n // (8 * step)))
@@ -977,15 +1034,51 @@ class DriftDetector(Detector):
         if n_b.min() < 2:
             return np.zeros(ncol), info
         sums = np.einsum("bi,bic->bc", kw, S[: nb * B].reshape(nb, B, ncol))
+        taut = self._temporal_estimate(sums, n_b, a_b, tau2, sigw)
+        info["columns"] = int((taut > 0).sum())
+        self._time_blocks = (sums, n_b, a_b)
+        return taut, info
+
+    def _temporal_gc(self, sums: np.ndarray, n_b: np.ndarray, a_b: np.ndarray) -> np.ndarray:
+        """Per joint test, the factor by which time blocks' joint statistics exceed chi-square.
+
+        The per-column between-time variance only counts where one column's block means vary
+        significantly; a time-of-day mix that moves many correlated scores a little each (a class
+        mix, a site offset) shows only jointly. Each reference time block's standardised deviation
+        from the reference mean (caller model plus the per-column component) is whitened like a
+        live window, and if the groups' block statistics sum beyond the chi-square((nb - 1) dof)
+        quantile at 0.01, their ratio to it deflates that joint test (genomic control from time
+        blocks; 1 otherwise and for the covariance test).
+        """
+        m = self.model
+        nb = len(n_b)
+        lam = np.ones(len(m["group_names"]))
+        if nb < 4 or n_b.min() < 2:
+            return lam
+        mean = sums / n_b[:, None]
+        e_b = (m["tau2"][None, :] * a_b[:, None] + m["sigw"][None, :] * n_b[:, None]) / n_b[:, None] ** 2
+        z = (mean - m["mu"]) / np.sqrt(e_b + m["taut"][None, :])
+        for g, (cols, W) in enumerate(zip(m["group_cols"], m["group_maps"], strict=True)):
+            tot = float((np.einsum("bc,rc->br", z[:, cols], W) ** 2).sum())
+            dof = (nb - 1) * W.shape[0]
+            if chdtrc(dof, tot) < 0.01:
+                lam[g] = tot / dof
+        return lam
+
+    @staticmethod
+    def _temporal_estimate(
+        sums: np.ndarray, n_b: np.ndarray, a_b: np.ndarray, tau2: np.ndarray, sigw: np.ndarray
+    ) -> np.ndarray:
+        """The between-time variance ``t (1 + 1 / nb)`` from time blocks' score sums, kept counts
+        and ``sum_g K_g^2`` (see :meth:`_between_time_variance`)."""
+        nb, ncol = sums.shape
         m_b = sums / n_b[:, None]
         e_b = (tau2[None, :] * a_b[:, None] + sigw[None, :] * n_b[:, None]) / n_b[:, None] ** 2
         dev = ((m_b - m_b.mean(0)) ** 2).sum(0) / (nb - 1)
         e_mean = np.maximum(e_b.mean(0), 1e-300)
         p = chdtrc(nb - 1, (nb - 1) * dev / e_mean)
         sig = p < 0.01 / ncol
-        taut = np.where(sig, np.maximum(dev - e_mean, 0.0), 0.0) * (1.0 + 1.0 / nb)
-        info["columns"] = int((taut > 0).sum())
-        return taut, info
+        return np.asarray(np.where(sig, np.maximum(dev - e_mean, 0.0), 0.0) * (1.0 + 1.0 / nb))
 
     @staticmethod
     def _between_caller_variance(S: np.ndarray, codes: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -1236,7 +1329,8 @@ class DriftDetector(Detector):
                 q[ok, -1] = self._cov_q(pp_ok[:, :-1], pp_ok[:, -1], a_cov.ravel()[ok], live)
         q = q.reshape(J, W, -1)
         res: dict[str, Any] = {
-            "single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff, "sw": sw
+            "single": single, "q": q, "valid": valid, "n_here": n_here, "ends": ends, "eff": eff, "sw": sw,
+            "span_keep": span_keep,
         }
         if keep_details:
             res.update(z=z.reshape(J, W, -1), allb=allb, cj=cj)
@@ -1423,10 +1517,14 @@ class DriftDetector(Detector):
         n_full = (len(codes) // step) * step
         findings: list[Finding] = []
         stats: list[WindowStat] = []
+        # chunks end at absolute multiples of _CHUNK_BLOCKS blocks, where a grown reference takes
+        # effect, so the closes each reference judges do not depend on batch cuts
         chunk = _CHUNK_BLOCKS * step
-        for c0 in range(0, n_full, chunk):
-            c1 = min(n_full, c0 + chunk)
-            self._monitor_blocks(bins[c0:c1], codes[c0:c1], ts[c0:c1], ids, c0 - npend, findings, stats)
+        first = chunk - (self.n_blocks * step) % chunk
+        cuts = [0, *range(first, n_full, chunk), n_full]
+        for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True):
+            if c1 > c0:
+                self._monitor_blocks(bins[c0:c1], codes[c0:c1], ts[c0:c1], ids, c0 - npend, findings, stats)
         self.pend_bins = bins[n_full:].copy()
         self.pend_codes = codes[n_full:].copy()
         self.pend_ts = ts[n_full:].copy()
@@ -1480,10 +1578,96 @@ class DriftDetector(Detector):
                 stats.extend(
                     self._window_stats(res["z"][j, last], info, n_here // big - 1, float(span_ts[e - big]), close_ts, best)
                 )
+        if self.growth is not None and self.growth.active:
+            self._absorb(res, per_w.max(1), np.concatenate([self.hist_codes, codes_c]), span_ts, len(self.blocks))
         (
             self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks, self.block_pp
         ) = new_state
         self.hist_ts = span_ts[-self.hist_len :].copy()
+        if self.growth is not None and self.n_blocks % _CHUNK_BLOCKS == 0 and self.growth.due():
+            self._grow_reference()
+
+    # ------------------------------------------------------------------ reference growth
+    def _absorb(
+        self, res: dict[str, Any], stats: np.ndarray, span_codes: np.ndarray, span_ts: np.ndarray, nb0: int
+    ) -> None:
+        """Hand the blocks that no later window can contain to the growth books, if every window that
+        contained them stayed below the threshold (``stats``: the chunk's closes' statistics)."""
+        g = self.growth
+        assert g is not None
+        step, m = self.block_size, self.model
+        span = max(self.window_sizes) // step
+        first_close = int(res["n_here"][0]) // step - 1
+        c0 = first_close - len(g.recent_stats)
+        quiet = g.quiet_blocks(first_close, stats, float(self.threshold), span)
+        if not len(quiet):
+            return
+        allb = res["allb"]
+        first_abs = first_close - nb0  # block number of allb[0]
+        vcodes = _variance_codes(span_codes, self.anonymous_run)
+        keep = res["span_keep"]
+        for i, ok in enumerate(quiet.tolist()):
+            b = c0 + i
+            if not g.can_absorb(b):
+                continue
+            if not ok:
+                g.skip(b)
+                continue
+            j = b - first_abs
+            p0 = len(span_codes) - (len(allb) - j) * step
+            sl = slice(p0, p0 + step)
+            sums = np.einsum("cb,cb->c", allb[j][m["chan"], :].astype(np.float64), m["tab"])
+            g.absorb(b, allb[j], sums, vcodes[sl][keep[sl]], float(span_ts[p0 + step - 1]))
+
+    def _grow_reference(self) -> None:
+        """Refit the reference moments from the grown bin counts (bins, projections, whitening and
+        threshold stay): means, variances, tails, between-time variance, explanation summaries."""
+        g = self.growth
+        assert g is not None
+        m = self.model
+        added, n_added = g.take()
+        counts = m["ref_counts"] + added
+        n = g.events
+        sw = float(counts[0].sum())
+        tab, chan, kind = m["tab"], m["chan"], m["kind"]
+        P = counts[chan] / sw
+        mu = (P * tab).sum(1)
+        ind = kind == _INDICATOR
+        mu = np.where(ind, np.clip(mu, 0.5 / n, 1 - 0.5 / n), mu)
+        var = (P * (tab - mu[:, None]) ** 2).sum(1)
+        var = np.where(ind, mu * (1 - mu), np.maximum(var, 0.25 / n))
+        tau2 = m["rho"] * var
+        sig_w = np.maximum(var - tau2, 0.0)
+        taut = m["taut"]
+        if len(g.time_kept) >= 8 and min(g.time_kept) >= 2:
+            blocks = (np.array(g.time_sums), np.array(g.time_kept), np.array(g.time_a))
+            taut = np.maximum(m["taut"], self._temporal_estimate(*blocks, tau2, sig_w))
+        vref = (tau2 * g.caller_square_sum() + sig_w * sw) / sw**2 + taut
+        q, nb = self.n_bins, self.n_bins_total
+        n_num = m["n_num"]
+        p_obs = np.maximum(counts[:n_num, : nb - 1].sum(1, keepdims=True), 1e-12)
+        m.update(ref_counts=counts, mu=mu, tau2=tau2, sigw=sig_w, taut=taut, vref=vref,
+                 ref_p=counts[:n_num, :q] / p_obs)
+        self._fit_tilt(counts, m)
+        if len(g.time_kept) >= 8 and min(g.time_kept) >= 2:
+            m["group_gc_time"] = np.maximum(m["group_gc_time"], self._temporal_gc(*blocks))
+            m["group_gc"] = m["group_gc_sim"] * m["group_gc_time"]
+            m["temporal"] = {
+                "block_events": int(self.temporal_block), "blocks": len(g.time_kept), "columns": int((taut > 0).sum())
+            }
+            self.calibration["temporal"] = dict(m["temporal"])
+            self.calibration["temporal"]["joint_inflation"] = {
+                nm: round(float(v), 4) for nm, v in zip(m["group_names"], m["group_gc_time"], strict=True) if v > 1
+            }
+        med, spread, _ = self._summaries(counts)
+        m["ref_loc"], m["ref_spread"] = med, spread
+        for i in range(len(m["prob_classes"])):
+            m["prob_refmean"][i] = self._prob_mean(counts[m["prob_chan0"] + i], i)
+        period: dict[str, Any] = dict(m["ref_period"])
+        grown_from = int(period.get("grown_from", period["n"]))
+        period.update(end=g.last_ts, n=int(n), grown_from=grown_from)
+        period["source"] = f"first {int(n)} events (grown from {grown_from} with blocks no alarm window contained)"
+        m["ref_period"] = period
 
     def _info(self, res: dict[str, Any], zeq: np.ndarray, j: int, w: int) -> dict[str, Any]:
         cj, kb = int(res["cj"][j]), self.window_sizes[w] // self.block_size
@@ -1802,6 +1986,7 @@ class DriftDetector(Detector):
         st["block_sw"] = self.block_sw.copy()
         st["block_pp"] = self.block_pp.copy()
         st["episode"] = self.episodes.state()
+        st["growth"] = self.growth.state() if self.growth is not None else None
         return st
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -1828,13 +2013,13 @@ class DriftDetector(Detector):
             return
         mdl = dict(state["model"])
         for key in ("ref_p", "edges", "lo_hi", "ref_loc", "ref_spread", "tab", "mu", "tau2", "sigw", "vref",
-                    "taut", "tilt_lo", "tilt_inv", "tilt_grid", "prob_refmean"):
+                    "taut", "tilt_lo", "tilt_inv", "tilt_grid", "prob_refmean", "rho"):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         for key in ("chan", "kind", "tilt_cols"):
             mdl[key] = np.asarray(mdl[key], dtype=np.int64)
         for key in ("tested",):
             mdl[key] = np.asarray(mdl[key], dtype=bool)
-        for key in ("group_dof", "group_gc"):
+        for key in ("group_dof", "group_gc", "group_gc_sim", "group_gc_time"):
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)
         mdl["group_names"] = list(mdl["group_names"])
         mdl["group_cols"] = [np.asarray(c, dtype=np.int64) for c in mdl["group_cols"]]
@@ -1859,6 +2044,8 @@ class DriftDetector(Detector):
         )
         mdl["labels"] = list(mdl["labels"])
         mdl["names"] = list(mdl["names"])
+        mdl["ref_counts"] = np.asarray(mdl["ref_counts"], dtype=np.float64).reshape(len(mdl["names"]), self.n_bins_total)
+        mdl["ref_period"] = dict(mdl["ref_period"])
         mdl["cat_maps"] = [{str(k): int(v) for k, v in cm.items()} for cm in mdl["cat_maps"]]
         self.model = mdl
         self.fitted = True
@@ -1878,6 +2065,19 @@ class DriftDetector(Detector):
         npp = self._n_pp()
         self.block_pp = np.asarray(state["block_pp"], dtype=np.float64).reshape(len(self.block_sw), npp)
         self.episodes.load(state["episode"])
+        self.growth = None
+        if state["growth"] is not None:
+            self.growth = ReferenceGrowth(
+                n_chan=len(mdl["names"]),
+                n_bins=self.n_bins_total,
+                n_cols=len(mdl["chan"]),
+                events=0,
+                max_events=self.max_reference_size,
+                block_size=self.block_size,
+                time_blocks=self.temporal_block // self.block_size if self.temporal_block > 0 else 0,
+                callers={},
+            )
+            self.growth.load(state["growth"])
 
 
 def _r(x: float) -> float | None:

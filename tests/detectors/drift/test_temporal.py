@@ -61,7 +61,9 @@ def test_regional_cycle_in_reference_stays_quiet() -> None:
     det, alarms = run(1, 0.0)
     assert alarms == []
     info = det.calibration["temporal"]
-    assert info["block_events"] == 1000 and info["blocks"] == 12
+    # 12 blocks of the initial reference, 8 more absorbed as it grew to max_reference_size (20,000)
+    assert info["block_events"] == 1000 and info["blocks"] == 20
+    assert det.model["ref_period"]["n"] == 20_000 and det.model["ref_period"]["grown_from"] == REF
     taut = det.model["taut"]
     labels, chan = det.model["labels"], det.model["chan"]
     loc = {int(c): k for k, (c, lab) in enumerate(zip(chan, labels, strict=True)) if lab == "location"}

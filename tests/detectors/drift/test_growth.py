@@ -1,0 +1,127 @@
+"""Reference growth of ``drift``: a short first-events reference grows with quiet monitored blocks.
+
+The stream: a soft binary model (``P(default)`` from a logistic score) on four features, 400
+accounts with Zipf(1.05) traffic and their own offset on the score's main feature (so the class mix
+varies by caller), 10% anonymous events. From ``SHIFT_AT`` on the score's intercept moves by
+``shift``: the predicted-default share rises by a few points, persistently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors.base import DetectorContext
+from detectors.drift import DriftDetector
+from detectors.drift.growth import ReferenceGrowth
+from pipeline import statecodec
+from pipeline.events import EventBatch, FeatureSchema, RouteKey, batch_from_arrays
+
+D = 4
+SCHEMA = FeatureSchema(tuple(f"f{i}" for i in range(D)), from_array=True, classes=("ok", "default"))
+N, SHIFT_AT = 40_000, 24_000
+
+
+def stream(seed: int, shift: float) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    rng = np.random.default_rng(seed)
+    n_acc = 400
+    zipf = 1.0 / np.arange(1, n_acc + 1) ** 1.05
+    acc = rng.choice(n_acc, size=N, p=zipf / zipf.sum())
+    X = rng.normal(size=(N, D))
+    X[:, 0] += rng.normal(0.0, 0.3, size=n_acc)[acc]
+    logit = -1.6 + 1.2 * X[:, 0] + 0.5 * X[:, 1]
+    logit[SHIFT_AT:] += shift
+    p1 = 1.0 / (1.0 + np.exp(-logit))
+    ids: list[str | None] = [None if a % 10 == 0 else f"acct{a}" for a in acc]
+    return X, np.column_stack([1.0 - p1, p1]), ids
+
+
+def batches(seed: int, shift: float, size: int, lo: int = 0, hi: int = N) -> list[EventBatch]:
+    X, P, ids = stream(seed, shift)
+    return [
+        batch_from_arrays(X[i : min(i + size, hi)], schema=SCHEMA, client_ids=ids[i : min(i + size, hi)],
+                          probabilities=P[i : min(i + size, hi)], ts=np.arange(i, min(i + size, hi), dtype=np.float64),
+                          event_ids=[f"e{k}" for k in range(i, min(i + size, hi))])
+        for i in range(lo, hi, size)
+    ]
+
+
+def detector(seed: int, **kw: Any) -> DriftDetector:
+    return DriftDetector(DetectorContext(RouteKey("m", "1"), SCHEMA, seed=seed), **kw)
+
+
+def alarms(det: DriftDetector, bs: list[EventBatch]) -> list[int]:
+    return [int(f.trigger_event_id[1:]) for b in bs for f in det.process(b).findings if not f.is_update]
+
+
+def test_a_persistent_small_class_mix_shift_is_found_sooner_with_the_grown_reference() -> None:
+    # the predicted-default share moves ~5 points; the 2,000-event reference's own error hides it
+    # for 11,000 events, the grown one (20,000 events by then) shows it within 2,000
+    frozen = alarms(detector(2, max_reference_size=2000), batches(2, 0.3, 5000))
+    assert not frozen or frozen[0] >= SHIFT_AT + 5000, frozen
+    grown = detector(2)
+    found = alarms(grown, batches(2, 0.3, 5000))
+    assert found and SHIFT_AT <= found[0] < SHIFT_AT + 2000, found
+    period = grown.model["ref_period"]
+    assert period["grown_from"] == 2000 and period["n"] == 20_000 and period["end"] < SHIFT_AT
+
+
+def test_benign_stream_stays_quiet_while_the_reference_grows() -> None:
+    det = detector(2)
+    assert alarms(det, batches(2, 0.0, 5000)) == []
+    assert det.model["ref_period"]["n"] == 20_000
+    assert det.growth is not None and det.growth.events == 20_000 and not det.growth.active
+
+
+def test_a_raised_drift_is_never_absorbed() -> None:
+    det = detector(3)
+    found = alarms(det, batches(3, 1.5, 5000))
+    assert found and found[0] >= SHIFT_AT
+    # every block after the change lay in a window over the threshold: the reference ends before it
+    assert det.model["ref_period"]["end"] < SHIFT_AT
+    assert det.growth is not None and det.growth.events + det.growth.pending_events <= SHIFT_AT
+
+
+def test_growth_does_not_depend_on_batch_cuts() -> None:
+    a, b = detector(4), detector(4)
+    fa = alarms(a, batches(4, 0.4, 997))
+    fb = alarms(b, batches(4, 0.4, 6000))
+    assert fa == fb and fa
+    for key in ("mu", "vref", "ref_counts", "group_gc"):
+        np.testing.assert_array_equal(a.model[key], b.model[key])
+    assert a.model["ref_period"] == b.model["ref_period"]
+
+
+@pytest.mark.parametrize("cut", [13_500, 16_025, 17_333])
+def test_a_snapshot_mid_growth_resumes_identically(cut: int) -> None:
+    """Cuts between refits, right after one (16,025), and inside a time block and a monitoring block."""
+    whole = detector(5)
+    expected = alarms(whole, batches(5, 0.4, 1000))
+    first = detector(5)
+    got = alarms(first, batches(5, 0.4, 1000, hi=cut))
+    assert first.growth is not None and first.growth.active  # the reference is still growing
+    second = detector(5)
+    second.load_state_dict(statecodec.decode(statecodec.encode(first.state_dict())))
+    got += alarms(second, batches(5, 0.4, 1000, lo=cut))
+    assert got == expected
+    np.testing.assert_array_equal(second.model["vref"], whole.model["vref"])
+    assert second.model["ref_period"] == whole.model["ref_period"]
+
+
+def test_a_given_reference_never_grows() -> None:
+    X, P, ids = stream(6, 0.0)
+    det = detector(6, reference={"X": X[:3000], "client_ids": ids[:3000]})
+    alarms(det, batches(6, 0.0, 5000, lo=3000))
+    assert det.growth is None and det.model["ref_period"]["n"] == 3000
+
+
+def test_growth_books_skip_blocks_covered_by_a_loud_window() -> None:
+    g = ReferenceGrowth(n_chan=1, n_bins=2, n_cols=1, events=100, max_events=1000, block_size=50,
+                        time_blocks=0, callers={})
+    # windows of 3 blocks; close 4 crossed the threshold: blocks 2, 3, 4 are loud
+    quiet = g.quiet_blocks(0, np.array([1.0, 2.0, 1.0, 1.0, 9.0, 1.0]), 5.0, 3)
+    assert quiet.tolist() == [True, True, False, False]  # blocks 0-3 (block 4 and 5 still open)
+    quiet = g.quiet_blocks(6, np.array([1.0, 1.0, 1.0]), 5.0, 3)
+    assert quiet.tolist() == [False, True, True]  # blocks 4, 5, 6
