@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from detectors.base import DetectorContext
 from detectors.drift import DriftDetector
@@ -88,6 +89,7 @@ def test_no_temporal_structure_gives_no_component() -> None:
                         reference={"X": X, "client_ids": callers})
     assert det.calibration["temporal"]["blocks"] == 12
     assert not det.model["taut"].any()
+    assert (det.model["group_gc_time"] == 1.0).all()  # and no joint test is inflated
 
 
 def test_batch_invariant_and_state_round_trip() -> None:
@@ -106,3 +108,32 @@ def test_batch_invariant_and_state_round_trip() -> None:
     d.load_state_dict(c.state_dict())
     assert np.array_equal(d.model["taut"], c.model["taut"]) and np.array_equal(d.model["vref"], c.model["vref"])
     assert head + [f for x in regular[6:] for f in d.process(x).findings] == fa
+
+
+def joint_cycle_run(seed: int, **kw: Any) -> tuple[DriftDetector, list[int]]:
+    """Every feature moves by -0.06 / 0 / +0.06 sd with the phase: a small joint cycle."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, D)) + (0.06 * ((np.arange(N) // 1500) % 3 - 1.0))[:, None]
+    callers: list[str | None] = [f"c{i}" for i in rng.integers(0, 3000, size=N)]
+    det = detector(seed, max_reference_size=REF, **kw)
+    found = []
+    for i in range(0, N, 3000):
+        j = min(i + 3000, N)
+        b = batch_from_arrays(X[i:j], schema=SCHEMA, client_ids=callers[i:j], ts=np.arange(i, j, dtype=np.float64),
+                              event_ids=[f"e{k}" for k in range(i, j)])
+        found += [int(f.trigger_event_id[1:]) for f in det.process(b).findings if not f.is_update]
+    return det, found
+
+
+def test_a_cycle_only_the_joint_test_sees_inflates_that_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each feature's cycle is too small for its own between-time test, together they move the joint
+    location test: its time-block inflation keeps the stream quiet; without it, false alarms."""
+    det, found = joint_cycle_run(2)
+    m = det.model
+    assert found == []
+    joint = dict(zip(m["group_names"], m["group_gc_time"], strict=True))
+    assert joint["inputs:location"] > 1.5 and joint["inputs:spread"] == 1.0
+    assert det.calibration["temporal"]["joint_inflation"]["inputs:location"] > 1.5
+    monkeypatch.setattr(DriftDetector, "_temporal_gc", lambda self, *a: np.ones(len(self.model["group_names"])))
+    _, control = joint_cycle_run(2)
+    assert len(control) >= 2
