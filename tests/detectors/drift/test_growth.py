@@ -125,3 +125,35 @@ def test_growth_books_skip_blocks_covered_by_a_loud_window() -> None:
     assert quiet.tolist() == [True, True, False, False]  # blocks 0-3 (block 4 and 5 still open)
     quiet = g.quiet_blocks(6, np.array([1.0, 1.0, 1.0]), 5.0, 3)
     assert quiet.tolist() == [False, True, True]  # blocks 4, 5, 6
+
+
+def daily_mix_alarms(seed: int, **kw: Any) -> tuple[DriftDetector, list[int]]:
+    """Three regions whose shares follow a daily cycle of 20,000 events (phases 120 degrees apart),
+    region 0 with ``f0`` +0.3 sd and region 2 with ``f1`` -0.3 sd; 60,000 events (three days)."""
+    n, day, d = 60_000, 20_000, 6
+    schema = FeatureSchema(tuple(f"f{i}" for i in range(d)), from_array=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    w = np.stack([1 + 0.9 * np.sin(2 * np.pi * t / day + ph) for ph in (0, 2 * np.pi / 3, 4 * np.pi / 3)], 1)
+    region = (rng.random(n)[:, None] > np.cumsum(w / w.sum(1, keepdims=True), 1)).sum(1)
+    X = rng.normal(size=(n, d))
+    X[region == 0, 0] += 0.3
+    X[region == 2, 1] -= 0.3
+    ids: list[str | None] = [f"r{r}-{i}" for r, i in zip(region, rng.integers(0, 1000, size=n), strict=True)]
+    det = DriftDetector(DetectorContext(RouteKey("m", "1"), schema, seed=seed), **kw)
+    found = []
+    for i in range(0, n, 2500):
+        b = batch_from_arrays(X[i : i + 2500], schema=schema, client_ids=ids[i : i + 2500],
+                              ts=np.arange(i, i + 2500, dtype=np.float64), event_ids=[f"e{k}" for k in range(i, i + 2500)])
+        found += [int(f.trigger_event_id[1:]) for f in det.process(b).findings if not f.is_update]
+    return det, found
+
+
+def test_a_daily_mix_the_first_events_never_showed_stays_quiet_as_the_reference_grows() -> None:
+    """Stress F3 in miniature: the first 2,000 events are one time of day; frozen, that reference
+    raises false alarms as the mix turns; growing with the quiet blocks it follows the mix."""
+    _, frozen = daily_mix_alarms(1, max_reference_size=2000)
+    assert len(frozen) >= 5
+    det, grown = daily_mix_alarms(1)
+    assert grown == []
+    assert det.model["ref_period"]["n"] == 20_000
