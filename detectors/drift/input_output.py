@@ -412,6 +412,8 @@ class DriftDetector(Detector):
             raise ValueError(f"max_class_channels must be >= 0, got {max_class_channels}")
         if temporal_block is not None and (int(temporal_block) < 0 or int(temporal_block) % int(block_size)):
             raise ValueError(f"temporal_block must be None, 0 or a positive multiple of block_size, got {temporal_block}")
+        if int(max_reference_size) < 0:
+            raise ValueError(f"max_reference_size must be >= 0, got {max_reference_size}")
         if context.events_between_false_alarms <= 0:
             raise ValueError("context.events_between_false_alarms must be > 0")
         if reference is not None and "X" not in reference:

@@ -236,6 +236,7 @@ def test_robust_reference_outliers() -> None:
         {"calibration_events": 100},
         {"min_caller_correlation": 1.0},
         {"reference": {"Y": [1]}},
+        {"max_reference_size": -1},
     ],
 )
 def test_validation(kw: dict) -> None:  # type: ignore[type-arg]
