@@ -1,6 +1,6 @@
 """Quality benchmark of ``drift`` + ``performance`` against a River-only baseline (ADWIN per feature).
 
-Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/drift_quality.py [--seeds 10 11 12] [--d 64]``
+Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/drift_quality.py [--seeds 10 11 12] [--d 64] [--budget 1e7]``
 
 Scenarios (change at event 4,000 of 7,000; reference = first 2,000 events; caller-dependent
 traffic from ``drift_traffic``): one-feature mean shifts of KS 0.1 and 0.2, a scale change, a
@@ -98,11 +98,12 @@ def first_alarm(ids: list[str]) -> int | None:
 
 
 KW: dict = {}  # detector keywords (defaults when empty); ``--kw '{"block_size": 50}'`` to explore
+BUDGET = {"events_between_false_alarms": 1e7}  # ``--budget``: the false-alarm budget of both detectors
 
 
 def run_drift(s, d: int, seed: int) -> list[int]:  # type: ignore[no-untyped-def]
     schema = FeatureSchema(tuple(f"f{i}" for i in range(d)), from_array=True)
-    det = DriftDetector(DetectorContext(RouteKey("bench", "1"), schema, seed=seed), **KW)
+    det = DriftDetector(DetectorContext(RouteKey("bench", "1"), schema, seed=seed, **BUDGET), **KW)
     return [
         int(f.trigger_event_id.split("-e")[1])
         for b in to_batches(s, 1000)
@@ -112,7 +113,7 @@ def run_drift(s, d: int, seed: int) -> list[int]:  # type: ignore[no-untyped-def
 
 
 def run_perf(s, delay: float, seed: int) -> list[int]:  # type: ignore[no-untyped-def]
-    det = PerformanceDetector(DetectorContext(RouteKey("bench", "1"), FeatureSchema(("a",)), seed=seed))
+    det = PerformanceDetector(DetectorContext(RouteKey("bench", "1"), FeatureSchema(("a",)), seed=seed, **BUDGET))
     return [
         int(f.trigger_event_id.split("-e")[1])
         for b in outcomes(s, delay=delay, sizes=500)
@@ -169,10 +170,13 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) ADWIN baseline")
     ap.add_argument("--only", nargs="*", default=None, help="run only scenarios whose name contains one of these")
     ap.add_argument("--kw", default="{}", help="JSON detector keywords (exploration only)")
+    ap.add_argument("--budget", type=float, default=1e7, help="events between false alarms (default 1e7)")
     args = ap.parse_args()
     KW.update(json.loads(args.kw))
+    BUDGET["events_between_false_alarms"] = args.budget
     d = args.d
-    print(f"d={d}, seeds={args.seeds}, change at {CHANGE} of {N}; delay = events after the change")
+    print(f"d={d}, seeds={args.seeds}, budget {args.budget:g} events between false alarms, change at {CHANGE} of {N}; "
+          "delay = events after the change")
     print("| scenario | ours detected | ours median delay | ours FA before | ADWIN detected | ADWIN median delay | ADWIN FA before | ours per seed |")
     print("|---|---|---|---|---|---|---|---|")
     names = list(scenarios(d, World(d, 0)))
