@@ -1628,7 +1628,7 @@ class DriftDetector(Detector):
         g = self.growth
         assert g is not None
         m = self.model
-        added, n_added = g.take()
+        added, _ = g.take()
         counts = m["ref_counts"] + added
         n = g.events
         sw = float(counts[0].sum())
