@@ -157,3 +157,20 @@ def test_a_daily_mix_the_first_events_never_showed_stays_quiet_as_the_reference_
     det, grown = daily_mix_alarms(1)
     assert grown == []
     assert det.model["ref_period"]["n"] == 20_000
+
+
+def test_growth_books_keep_only_whole_time_blocks() -> None:
+    g = ReferenceGrowth(n_chan=1, n_bins=2, n_cols=1, events=100, max_events=1000, block_size=50,
+                        time_blocks=2, callers={3: 1})
+    one = np.array([[1, 0]])
+    g.absorb(0, one, np.array([1.0]), np.array([3]), 1.0)
+    g.skip(1)  # a loud block: its time block (blocks 0-1) is not kept, block 0 still joined the reference
+    g.absorb(2, one, np.array([2.0]), np.array([3, 4]), 3.0)
+    g.absorb(3, one, np.array([4.0]), np.array([4]), 4.0)
+    assert g.pending_events == 150 and g.next_block == 4
+    assert [s.tolist() for s in g.time_sums] == [[6.0]] and g.time_kept == [3.0]
+    assert g.time_a == [1.0 + 4.0]  # callers 3 and 4 with 1 and 2 kept events in that time block
+    assert g.caller_square_sum() == 3.0**2 + 2.0**2  # caller 3: 1 + 1 + 1, caller 4: 2
+    assert not g.can_absorb(5) and g.can_absorb(4)
+    counts, n = g.take()
+    assert n == 150 and counts.tolist() == [[3.0, 0.0]] and g.events == 250 and g.pending_events == 0
