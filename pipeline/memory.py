@@ -3,6 +3,7 @@ labels awaiting predictions, and an outlier-robust event-time clock."""
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from typing import Any
 
 
@@ -14,29 +15,37 @@ class RecentIds:
     [False, False, True, False, False, False]
     """
 
+    # A set for membership and a deque for arrival order: evicting the oldest id is O(1). (A plain
+    # dict evicted with ``next(iter(d))`` rescans the deleted slots at its front on every call,
+    # which made a full horizon cost tens of microseconds per event.)
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ids: dict[str, None] = {}
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
 
     def seen_before(self, event_id: str) -> bool:
         """True if ``event_id`` is within the horizon; otherwise remember it and return False."""
         if self.capacity <= 0:
             return False
-        if event_id in self._ids:
+        ids = self._ids
+        if event_id in ids:
             return True
-        self._ids[event_id] = None
-        if len(self._ids) > self.capacity:
-            del self._ids[next(iter(self._ids))]
+        ids.add(event_id)
+        order = self._order
+        order.append(event_id)
+        if len(order) > self.capacity:
+            ids.discard(order.popleft())
         return False
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._order)
 
     def state(self) -> list[str]:
-        return list(self._ids)
+        return list(self._order)
 
     def load(self, ids: list[str]) -> None:
-        self._ids = dict.fromkeys(ids)
+        self._order = deque(dict.fromkeys(ids))
+        self._ids = set(self._order)
 
 
 class PendingPredictions:
@@ -50,7 +59,9 @@ class PendingPredictions:
     def __init__(self, capacity: int, ttl: float) -> None:
         self.capacity = capacity
         self.ttl = ttl
-        self._items: dict[str, tuple[int, str, float]] = {}  # event_id -> (route index, class, ts)
+        # event_id -> (route index, class, ts); an OrderedDict, whose oldest entry is found in O(1)
+        # however many entries were removed before it (a dict rescans its deleted slots)
+        self._items: OrderedDict[str, tuple[int, str, float]] = OrderedDict()
         self.evicted = 0
 
     def add(self, event_id: str, route_index: int, predicted: str, ts: float) -> None:
@@ -95,10 +106,10 @@ class PendingPredictions:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self._items = {
-            i: (int(r), str(c), float(t))
+        self._items = OrderedDict(
+            (i, (int(r), str(c), float(t)))
             for i, r, c, t in zip(state["ids"], state["routes"], state["classes"], state["ts"], strict=True)
-        }
+        )
         self.evicted = int(state["evicted"])
 
 
@@ -161,7 +172,8 @@ class EarlyLabels:
     def __init__(self, capacity: int, wait: float) -> None:
         self.capacity = capacity
         self.wait = wait
-        self._items: dict[str, tuple[str | None, float, str | None]] = {}  # event_id -> (class, ts, model)
+        # event_id -> (class, ts, model), oldest first (an OrderedDict, see PendingPredictions)
+        self._items: OrderedDict[str, tuple[str | None, float, str | None]] = OrderedDict()
 
     def add(self, event_id: str, label: str | None, ts: float, model: str | None) -> list[tuple[str, float, str | None]]:
         """Hold a label; returns the ``(event_id, ts, model)`` of labels pushed out (now unmatched)."""
@@ -202,7 +214,7 @@ class EarlyLabels:
                 "models": [self._items[i][2] for i in ids]}
 
     def load(self, state: dict[str, Any]) -> None:
-        self._items = {
-            i: (None if c is None else str(c), float(t), None if m is None else str(m))
+        self._items = OrderedDict(
+            (i, (None if c is None else str(c), float(t), None if m is None else str(m)))
             for i, c, t, m in zip(state["ids"], state["labels"], state["ts"], state["models"], strict=True)
-        }
+        )
