@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
 import numpy as np
 
 from pipeline.decode import class_key
@@ -61,8 +66,10 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
         C = np.empty((n, 0), dtype=object)
     else:
         names = schema.numeric
-        values = [[f.get(k) for k in names] if isinstance(f, dict) else [None] * d
-                  for f in (e.features for e in events)]
+        feats = [e.features for e in events]
+        values = _columns(feats, names)
+        if values is None:  # an event lacks a feature or is not an object: missing values instead
+            values = [[f.get(k) for k in names] if isinstance(f, dict) else [None] * d for f in feats]
         try:  # one conversion for the batch: None becomes NaN, booleans 0/1
             X = np.array(values, dtype=np.float64).reshape(n, d)
         except (TypeError, ValueError):  # a string where a number was learned: per-value fallback
@@ -70,9 +77,12 @@ def build_batch(route: RouteKey, schema: FeatureSchema, events: list[PredictionE
         k = len(schema.categorical)
         C = np.empty((n, k), dtype=object)
         if k:
-            for i, e in enumerate(events):
-                f = e.features
-                C[i] = [_category(f.get(c)) if isinstance(f, dict) else None for c in schema.categorical]
+            cats = _columns(feats, schema.categorical)
+            if cats is not None and set(map(type, chain.from_iterable(cats))) <= _CATEGORY_TYPES:
+                C[:] = cats  # every value already a string or missing: nothing to convert
+            else:
+                for i, f in enumerate(feats):
+                    C[i] = [_category(f.get(c)) if isinstance(f, dict) else None for c in schema.categorical]
     probs = [e.probabilities for e in events]
     P = _probability_matrix(probs)
     conf, margin, ent = summarize_probabilities(P)
@@ -105,7 +115,8 @@ def _probability_matrix(probs: list[dict[str, float] | None]) -> np.ndarray:
     if width == 0:
         return np.full((n, 0), np.nan)
     if all(p is not None and len(p) == width for p in probs):
-        return np.array([list(p.values()) for p in probs if p is not None], dtype=np.float64)
+        values = chain.from_iterable(p.values() for p in probs if p is not None)
+        return np.fromiter(values, dtype=np.float64, count=n * width).reshape(n, width)
     P = np.full((n, width), np.nan)
     for i, p in enumerate(probs):
         if p:
@@ -122,11 +133,37 @@ def _aligned_probabilities(probs: list[dict[str, float] | None], classes: tuple[
     n, k = len(probs), len(classes)
     if k == 0:
         return np.empty((n, 0))
-    try:  # fast path: every event names exactly the route's classes
-        return np.array([[p[c] for c in classes] for p in probs], dtype=np.float64).reshape(n, k)  # type: ignore[index]
-    except (KeyError, TypeError):
-        return np.array([[p.get(c, np.nan) for c in classes] if p else [np.nan] * k for p in probs],
-                        dtype=np.float64).reshape(n, k)
+    rows = _columns(probs, classes)  # fast path: every event names the route's classes
+    if rows is not None:
+        return np.array(rows, dtype=np.float64).reshape(n, k)
+    return np.array([[p.get(c, np.nan) for c in classes] if p else [np.nan] * k for p in probs],
+                    dtype=np.float64).reshape(n, k)
+
+
+_CATEGORY_TYPES = frozenset({str, type(None)})
+
+
+def _columns(items: Sequence[Any], keys: tuple[str, ...]) -> list[Any] | None:
+    """``[[item[k] for k in keys] for item in items]`` (rows as tuples or lists), or None if an item
+    is not a dict or lacks one of the keys. Uses one C-level getter per item.
+
+    >>> _columns([{"a": 1, "b": 2}, {"b": 3, "a": 4}], ("a", "b")), _columns([{"a": 1}], ("a", "b"))
+    ([(1, 2), (4, 3)], None)
+    """
+    if not keys:
+        return [()] * len(items)
+    if not all(type(item) is dict for item in items):
+        return None
+    get: Callable[[Any], Any]
+    if len(keys) == 1:
+        one = keys[0]
+        get = lambda item: (item[one],)  # noqa: E731  (itemgetter of one key returns a bare value)
+    else:
+        get = itemgetter(*keys)
+    try:
+        return list(map(get, items))
+    except KeyError:
+        return None
 
 
 def _fit(values: list[float | None], d: int) -> list[float | None]:
