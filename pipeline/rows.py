@@ -43,6 +43,17 @@ def num(x: float | None) -> float | None:
 
 def clean_json(obj: Any) -> Any:
     """JSON-safe copy: numpy → Python, floats rounded (see :func:`_readable`), NaN/inf → null."""
+    t = type(obj)  # exact built-in types first: the ABC check below is slow, and most values are these
+    if t is str or obj is None:
+        return obj
+    if t is float:
+        return _readable(obj) if math.isfinite(obj) else None
+    if t is int:
+        return obj
+    if t is dict:
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if t is list:
+        return [clean_json(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
