@@ -695,8 +695,7 @@ class DriftDetector(Detector):
         sig_w = np.maximum(var - tau2, 0.0)
         vref = (tau2 * a_ref + sig_w * sw) / sw**2
         # between-time variance (time-of-day mix, sessions): added to every live window's variance
-        taut, model["temporal"] = self._between_time_variance(S, kept, vcodes, tau2, sig_w)
-        time_blocks = self._time_blocks
+        taut, model["temporal"], time_blocks = self._between_time_variance(S, kept, vcodes, tau2, sig_w)
         vref = vref + taut
         model["taut"] = taut
         model.update(ref_p=ref_p, tab=tab, chan=chan, kind=kind, labels=labels, mu=mu, tau2=tau2, sigw=sig_w, vref=vref)
@@ -745,13 +744,9 @@ class DriftDetector(Detector):
             time_blocks=B // step if B > 0 else 0,
             callers=dict(zip(codes.tolist(), cnt.tolist(), strict=True)),
         )
-        nt = n // B if B > 0 else 0
-        if nt:
-            ends = B * (1 + np.arange(nt))
-            g.time_a = _caller_square_sums_multi(vcodes, kept, ends, (B,))[0][:, 0].tolist()
-            kw = kept[: nt * B].reshape(nt, B).astype(np.float64)
-            g.time_kept = kw.sum(1).tolist()
-            g.time_sums = list(np.einsum("bi,bic->bc", kw, S[: nt * B].reshape(nt, B, S.shape[1])))
+        if B > 0 and n // B:
+            sums, n_b, a_b = self._time_block_stats(S, kept, vcodes, B)
+            g.time_sums, g.time_kept, g.time_a = list(sums), n_b.tolist(), a_b.tolist()
         return g
 
     def _fit_tilt(self, counts: np.ndarray, model: dict[str, Any]) -> None:
@@ -1001,9 +996,10 @@ class DriftDetector(Detector):
 
     def _between_time_variance(
         self, S: np.ndarray, kept: np.ndarray, vcodes: np.ndarray, tau2: np.ndarray, sigw: np.ndarray
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> tuple[np.ndarray, dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
         """Per score column, the variance of the mean between consecutive time blocks of the reference
-        beyond what the caller model explains, and the live-window variance it adds.
+        beyond what the caller model explains, and the live-window variance it adds (with the time
+        blocks' statistics, see :meth:`_time_block_stats`, or ``None`` when there are too few).
 
         Events close in time are not independent samples either (the time-of-day mix of regions or
         sites, sessions), just as one caller's events are not. The reference (in stream order) is
@@ -1022,25 +1018,32 @@ class DriftDetector(Detector):
         n, ncol = S.shape
         step = self.block_size
         info: dict[str, Any] = {"block_events": 0, "blocks": 0, "columns": 0}
-        self._time_blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if self.temporal_block <= 0:
-            return np.zeros(ncol), info
+            return np.zeros(ncol), info, None
         B = step * max(1, min(self.temporal_block // step, n // (8 * step)))
         nb = n // B
         info.update(block_events=int(B), blocks=int(nb))
         if nb < 4:
-            return np.zeros(ncol), info
+            return np.zeros(ncol), info, None
+        sums, n_b, a_b = self._time_block_stats(S, kept, vcodes, B)
+        if n_b.min() < 2:
+            return np.zeros(ncol), info, None
+        taut = self._temporal_estimate(sums, n_b, a_b, tau2, sigw)
+        info["columns"] = int((taut > 0).sum())
+        return taut, info, (sums, n_b, a_b)
+
+    @staticmethod
+    def _time_block_stats(
+        S: np.ndarray, kept: np.ndarray, vcodes: np.ndarray, B: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score sums, kept counts and ``sum_g K_g^2`` of the kept events in each complete time block
+        of ``B`` positions of a reference (score matrix ``S``, in stream order)."""
+        nb = len(kept) // B
         ends = B * (1 + np.arange(nb))
         a_b = _caller_square_sums_multi(vcodes, kept, ends, (B,))[0][:, 0]
         kw = kept[: nb * B].reshape(nb, B).astype(np.float64)
-        n_b = kw.sum(1)
-        if n_b.min() < 2:
-            return np.zeros(ncol), info
-        sums = np.einsum("bi,bic->bc", kw, S[: nb * B].reshape(nb, B, ncol))
-        taut = self._temporal_estimate(sums, n_b, a_b, tau2, sigw)
-        info["columns"] = int((taut > 0).sum())
-        self._time_blocks = (sums, n_b, a_b)
-        return taut, info
+        sums = np.einsum("bi,bic->bc", kw, S[: nb * B].reshape(nb, B, S.shape[1]))
+        return sums, kw.sum(1), a_b
 
     def _temporal_gc(self, sums: np.ndarray, n_b: np.ndarray, a_b: np.ndarray) -> np.ndarray:
         """Per joint test, the factor by which time blocks' joint statistics exceed chi-square.
@@ -1642,7 +1645,8 @@ class DriftDetector(Detector):
         tau2 = m["rho"] * var
         sig_w = np.maximum(var - tau2, 0.0)
         taut = m["taut"]
-        if len(g.time_kept) >= 8 and min(g.time_kept) >= 2:
+        timed = len(g.time_kept) >= 8 and min(g.time_kept) >= 2
+        if timed:
             blocks = (np.array(g.time_sums), np.array(g.time_kept), np.array(g.time_a))
             taut = np.maximum(m["taut"], self._temporal_estimate(*blocks, tau2, sig_w))
         vref = (tau2 * g.caller_square_sum() + sig_w * sw) / sw**2 + taut
@@ -1657,7 +1661,7 @@ class DriftDetector(Detector):
         if n >= 4 * int(m.get("tilt_n", 0)) or not g.active:
             self._fit_tilt(counts, m)
             m["tilt_n"] = int(n)
-        if len(g.time_kept) >= 8 and min(g.time_kept) >= 2:
+        if timed:
             m["group_gc_time"] = np.maximum(m["group_gc_time"], self._temporal_gc(*blocks))
             m["group_gc"] = m["group_gc_sim"] * m["group_gc_time"]
             m["temporal"] = {
