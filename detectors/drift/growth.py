@@ -11,8 +11,8 @@ that contained it crossed the threshold, so the reference never learns a drift t
 
 :class:`ReferenceGrowth` only keeps the books (what was absorbed, the callers' kept counts, time
 blocks for the between-time variance); the detector re-derives its reference moments from them
-at fixed stream positions (see ``DriftDetector._grow_reference``), so growth is deterministic and
-independent of batch sizes.
+at fixed stream positions (see ``DriftDetector._grow_reference`` and ``reference.refit_moments``), so
+growth is deterministic and independent of batch sizes.
 
 >>> g = ReferenceGrowth(n_chan=1, n_bins=3, n_cols=1, events=100, max_events=400, block_size=50,
 ...                     time_blocks=2, callers={7: 3})

@@ -6,14 +6,14 @@ import numpy as np
 
 from detectors.base import DetectorContext
 from detectors.drift import DriftDetector
-from detectors.drift.input_output import _variance_codes
+from detectors.drift.callers import variance_codes
 from pipeline.events import FeatureSchema, RouteKey, batch_from_arrays
 from pipeline.traffic import generate
 
 
 def test_variance_codes_group_anonymous_runs() -> None:
     codes = np.array([3, -2, -3, 7, -5, -6])
-    assert _variance_codes(codes, 2).tolist() == [3, -1, -2, 7, -3, -3]
+    assert variance_codes(codes, 2).tolist() == [3, -1, -2, 7, -3, -3]
 
 
 def test_benign_traffic_without_client_ids_stays_quiet() -> None:
