@@ -2,8 +2,9 @@
 
 Run: ``OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/drift_quality.py [--seeds 10 11 12] [--d 64] [--budget 1e7]``
 
-Scenarios (change at event 4,000 of 7,000; reference = first 2,000 events; caller-dependent
-traffic from ``drift_traffic``): one-feature mean shifts of KS 0.1 and 0.2, a scale change, a
+Scenarios (change at event 4,000 of 7,000, i.e. soon after the first 2,000-event reference; with
+``--change-at 24000`` the change comes after the reference has grown to its 20,000-event cap, as in
+a long production run; caller-dependent traffic from ``drift_traffic``): one-feature mean shifts of KS 0.1 and 0.2, a scale change, a
 10-feature shift, a gradual shift, a correlation-only shift, a prior/covariate shift that moves
 the output distribution, concept drift with inline and delayed labels, and a 100k-event benign
 run. Reported per scenario: detection rate, median delay (events after the change to the
@@ -163,6 +164,7 @@ def summarize(name: str, rows: list[tuple[list[int], list[int]]]) -> str:
 
 
 def main() -> None:
+    global CHANGE, N
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
     ap.add_argument("--d", type=int, default=64)
@@ -171,7 +173,10 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="run only scenarios whose name contains one of these")
     ap.add_argument("--kw", default="{}", help="JSON detector keywords (exploration only)")
     ap.add_argument("--budget", type=float, default=1e7, help="events between false alarms (default 1e7)")
+    ap.add_argument("--change-at", type=int, default=CHANGE,
+                    help="route position of the change (default 4000: a young reference; 24000: a mature one)")
     args = ap.parse_args()
+    CHANGE, N = args.change_at, args.change_at + 3000
     KW.update(json.loads(args.kw))
     BUDGET["events_between_false_alarms"] = args.budget
     d = args.d
