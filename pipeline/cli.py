@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -50,7 +50,7 @@ class UserError(Exception):
     """An error the user can fix; printed as one line, exit status 2."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
@@ -68,14 +68,41 @@ def _store(db: str | None) -> Any:
 # -- replay ---------------------------------------------------------------------------------
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(help="Prediction logs, JSON Lines (optionally .gz).")],
+    file: Annotated[Path | None, typer.Argument(help="Prediction logs, JSON Lines (optionally .gz); not with --kafka.")] = None,
     labels: Annotated[Path | None, typer.Option("--labels", help="Delayed label messages, JSON Lines (optionally .gz).")] = None,
     config: ConfigOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Run name; default derived from the input's fingerprint.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run name; default derived from the input's fingerprint (with --kafka: the resolved offsets).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary; print only the run name.")] = False,
+    kafka: Annotated[bool, typer.Option("--kafka", help="Replay a time range of Kafka topics instead of a file (needs --from and --to).")] = False,
+    topic: Annotated[str | None, typer.Option("--topic", help="With --kafka: the predictions topic (default: predictions).")] = None,
+    labels_topic: Annotated[str | None, typer.Option("--labels-topic", help="With --kafka: a delayed labels topic, same time range (default: none).")] = None,
+    time_from: Annotated[str | None, typer.Option("--from", help="With --kafka: first broker timestamp, inclusive (RFC 3339 or epoch ms).")] = None,
+    time_to: Annotated[str | None, typer.Option("--to", help="With --kafka: end broker timestamp, exclusive (RFC 3339 or epoch ms).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="With --kafka: seconds to wait for the broker on each request.")] = 10.0,
+    bootstrap: BootstrapOption = "127.0.0.1:9092",
     db: DbOption = None,
 ) -> None:
-    """Replay an archived stream as a named run (resumes an interrupted run with the same name)."""
+    """Replay an archived stream as a named run (resumes an interrupted run with the same name).
+
+    With --kafka: replay the messages of --topic (and --labels-topic) whose broker timestamps lie in [--from, --to), resolved to offsets per partition at the start and recorded with the run; read without a consumer group, committing nothing. The same range gives the same run name and alerts; an interrupted one starts over from the range's start; an empty range prints a notice and exits 0.
+    """
+    if kafka:
+        if file is not None or labels is not None:
+            fail("--kafka replays topics: give no FILE or --labels")
+        if time_from is None or time_to is None:
+            fail("--kafka needs --from and --to")
+        _replay_kafka(topic or "predictions", labels_topic or None, time_from, time_to, timeout, bootstrap, config,
+                      run, quiet, db)
+        return
+    if file is None:
+        fail("give a FILE to replay, or --kafka with --from and --to")
+    if any(v is not None for v in (time_from, time_to, topic, labels_topic)):
+        fail("--topic, --labels-topic, --from and --to need --kafka")
+    _replay_file(file, labels, config, run, quiet, db)
+
+
+def _replay_file(file: Path, labels: Path | None, config: Path | None, run: str | None, quiet: bool,
+                 db: str | None) -> None:
     from pipeline.replay import replay_file
 
     cfg = load_config(config)
@@ -104,6 +131,46 @@ def replay(
                        rate=totals.events / elapsed)
 
         summary = replay_file(store, cfg, file, labels, run, on_batch=on_batch)
+    _print_summary(store, summary.run, summary)
+
+
+def _replay_kafka(topic: str, labels_topic: str | None, time_from: str, time_to: str, timeout: float,
+                  bootstrap: str, config: Path | None, run: str | None, quiet: bool, db: str | None) -> None:
+    from pipeline.kafka_replay import KafkaRange, replay_kafka
+    from pipeline.sources.kafka import KafkaSourceError
+    from pipeline.timefmt import TimestampError, parse_time_ms
+
+    try:
+        from_ms, to_ms = parse_time_ms(time_from), parse_time_ms(time_to)
+    except TimestampError as exc:
+        fail(f"--from/--to: {exc}")
+    if from_ms > to_ms:
+        fail(f"--from ({time_from}) is after --to ({time_to})")
+    if timeout <= 0:
+        fail("--timeout must be positive")
+    cfg = load_config(config)
+    store = _store(db)
+    if "INFERSENTRY_LOG_LEVEL" not in os.environ:  # failures are reported in one line below, not per retry
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+    def resolved(rng: KafkaRange) -> None:
+        if not quiet:
+            for r in rng.ranges:
+                err.print(f"{r.topic}[{r.partition}]: offsets {r.start}..{r.end} ({r.size:,})", highlight=False)
+
+    try:
+        summary = replay_kafka(store, cfg, _kafka_settings(bootstrap, cfg), predictions_topic=topic,
+                               labels_topic=labels_topic, from_ms=from_ms, to_ms=to_ms, run=run,
+                               timeout_s=timeout, on_resolved=resolved)
+    except KafkaSourceError as exc:
+        fail(str(exc).splitlines()[0])
+    if summary.run is None:
+        err.print(f"nothing to replay: no message of {topic}" + (f" or {labels_topic}" if labels_topic else "")
+                  + f" has a broker timestamp in [{time_from}, {time_to})", highlight=False)
+        return
+    if quiet:
+        print(summary.run)
+        return
     _print_summary(store, summary.run, summary)
 
 

@@ -2,8 +2,8 @@
 
 Stages per micro-batch: decode → validate → drop redeliveries → route by (model, version,
 partition) → columnar batches → detectors → rows. State is kept per *scope* (a source partition;
-a file replay has one), so that a Kafka consumer can snapshot and hand over partitions
-independently. Everything depends only on the order of messages within a partition, never on
+a file replay has one, and so has a Kafka range replay, via ``RawMessage.scope``), so that a Kafka
+consumer can snapshot and hand over partitions independently. Everything depends only on the order of messages within a partition, never on
 how the stream was cut into micro-batches.
 """
 
@@ -161,13 +161,14 @@ class Engine:
         dq: list[tuple[RouteKey, Finding]] = self._notices
         self._notices = []
 
-        next_offsets: dict[tuple[str, int], int] = {}
+        next_offsets: dict[tuple[int, str, int], int] = {}
         scope = None
         for msg in messages:
-            if scope is None or scope.partition != msg.partition:
-                scope = self.scope(msg.partition)
+            sid = msg.partition if msg.scope is None else msg.scope
+            if scope is None or scope.partition != sid:
+                scope = self.scope(sid)
                 scope.dirty = True
-            next_offsets[(msg.source, msg.partition)] = msg.offset + 1
+            next_offsets[(sid, msg.source, msg.partition)] = msg.offset + 1
             try:
                 if msg.stream == "labels":
                     label = decode_label(msg.value, self.config.max_message_bytes)
@@ -193,7 +194,7 @@ class Engine:
             route = scope.route_keys.get((event.model, event.model_version))
             if route is None:
                 route = scope.route_keys[(event.model, event.model_version)] = RouteKey(
-                    event.model, event.model_version, msg.partition)
+                    event.model, event.model_version, sid)
             state = scope.routes.get(route)
             if state is None:
                 state = scope.routes[route] = RouteState(route, event, self._make_detectors(route, event),
@@ -228,9 +229,9 @@ class Engine:
             else:
                 scope.pending.add(event.event_id, state.index, predicted, event.ts)
 
-        for (source, partition), offset in next_offsets.items():
+        for (sid, source, partition), offset in next_offsets.items():
             key = f"{source}:{partition}"
-            self.scopes[partition].positions[key] = result.positions[key] = offset
+            self.scopes[sid].positions[key] = result.positions[key] = offset
         for route, events in groups.items():
             state = self.scope(route.partition).routes[route]
             batch = build_batch(route, state.schema, events)

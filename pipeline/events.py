@@ -18,7 +18,8 @@ class RawMessage:
 
     ``stream`` is ``"predictions"`` or ``"labels"``; ``source`` names where it came from (a Kafka
     topic or a file path) and ``partition``/``offset`` locate it there (a file has partition 0 and
-    its line number as offset).
+    its line number as offset). ``scope`` picks the engine state the message belongs to; by default
+    its partition. A Kafka range replay merges every partition into scope 0, as a file replay does.
     """
 
     stream: str
@@ -27,6 +28,7 @@ class RawMessage:
     offset: int
     value: bytes
     key: bytes | None = None
+    scope: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

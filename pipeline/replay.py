@@ -36,6 +36,18 @@ def _batches(messages: Iterator[RawMessage], size: int) -> Iterator[list[RawMess
         yield batch
 
 
+def feed(pipeline: Pipeline, messages: Iterator[RawMessage], after_batch: Callable[[], None] | None = None,
+         stop_after_batches: int | None = None) -> bool:
+    """Process ``messages`` in micro-batches of the config's size; false if stopped early."""
+    for i, batch in enumerate(_batches(messages, pipeline.config.batch_size)):
+        if stop_after_batches is not None and i >= stop_after_batches:
+            return False
+        pipeline.process(batch)
+        if after_batch is not None:
+            after_batch()
+    return True
+
+
 def replay_file(
     store: Store,
     config: MonitorConfig,
@@ -65,11 +77,8 @@ def replay_file(
         return ReplaySummary(name, pipeline.totals, resumed=False, already_complete=True)
     positions = pipeline.restore()
     progress = ReadProgress(predictions, labels)
-    for i, batch in enumerate(_batches(read_replay(predictions, labels, positions, progress), config.batch_size)):
-        if stop_after_batches is not None and i >= stop_after_batches:
-            return ReplaySummary(name, pipeline.totals, resumed=bool(positions), already_complete=False)
-        pipeline.process(batch)
-        if on_batch is not None:
-            on_batch(progress, pipeline.totals)
+    after = (lambda: on_batch(progress, pipeline.totals)) if on_batch is not None else None
+    if not feed(pipeline, read_replay(predictions, labels, positions, progress), after, stop_after_batches):
+        return ReplaySummary(name, pipeline.totals, resumed=bool(positions), already_complete=False)
     pipeline.finish()
     return ReplaySummary(name, pipeline.totals, resumed=bool(positions), already_complete=False)

@@ -105,3 +105,19 @@ def rfc3339_ms(ts: float) -> str:
 @lru_cache(maxsize=4096)
 def _second_prefix(sec: int) -> str:
     return f"{datetime.fromtimestamp(sec, tz=UTC):%Y-%m-%dT%H:%M:%S}"
+
+
+def parse_time_ms(text: str) -> int:
+    """A command-line time as epoch milliseconds: RFC 3339 (no offset = UTC) or epoch milliseconds.
+
+    >>> parse_time_ms("2026-11-18T12:00:00Z"), parse_time_ms("1795003200000")
+    (1795003200000, 1795003200000)
+    """
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        seconds, _ = parse_ts(value)
+    except TimestampError as exc:
+        raise TimestampError(f"{text!r} is neither RFC 3339 (2026-11-18T12:00:00Z) nor epoch milliseconds") from exc
+    return int(round(seconds * 1000.0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -123,7 +123,16 @@ def read_replay(predictions: Path, labels: Path | None = None,
     label_start = positions.get(f"{LABELS_SOURCE}:0", 0)
     labs = _lines(labels, "labels", LABELS_SOURCE, label_start, progress)
     pred_warmup = _warmup_ts(predictions, positions.get(f"{PREDICTIONS_SOURCE}:0", 0))
-    for item in heapq.merge(_keyed(preds, 0, pred_warmup), _keyed(labs, 1, _warmup_ts(labels, label_start))):
+    yield from merge_by_clock([preds, labs], [pred_warmup, _warmup_ts(labels, label_start)])
+
+
+def merge_by_clock(inputs: Sequence[Iterator[RawMessage]],
+                   warmups: Sequence[list[float]] | None = None) -> Iterator[RawMessage]:
+    """Merge streams in the replay order: each keyed by its own :class:`RobustClock`, ties going to
+    the earlier input. The predictions and labels files of a replay are merged this way, and so are
+    the partitions of a Kafka range replay."""
+    warm = warmups or [[] for _ in inputs]
+    for item in heapq.merge(*(_keyed(msgs, rank, w) for rank, (msgs, w) in enumerate(zip(inputs, warm, strict=True)))):
         yield item.msg
 
 

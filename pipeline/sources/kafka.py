@@ -1,4 +1,4 @@
-"""Kafka source and sink: the only module that imports ``kafka`` (kafka-python 3).
+"""Kafka source and sink: with `kafka_range.py` (group-less time-range reads) the only modules that import ``kafka``.
 
 Every client option that matters is set explicitly, because kafka-python 3 changed several
 defaults: no auto-commit (offsets are committed after our own database transaction), offset reset

@@ -236,3 +236,18 @@ def test_restore_keeps_the_routes_class_order() -> None:
     (before,) = eng.scope(0).routes.values()
     (after,) = restored.scope(0).routes.values()
     assert after.schema == before.schema and after.schema.classes == ("b", "a", "c")
+
+
+def test_messages_of_several_partitions_share_one_scope_when_told_to() -> None:
+    """A Kafka range replay feeds every partition into scope 0: the results are those of the same
+    stream from one partition, except that positions and dead letters keep each message's origin."""
+    from dataclasses import replace
+
+    msgs = stream()
+    spread = [replace(m, source="topic", partition=i % 3, offset=i, scope=0) for i, m in enumerate(msgs)]
+    one, many = Engine(config(), "r"), Engine(config(), "r")
+    a, b = run_in_batches(one, msgs, 250), run_in_batches(many, spread, 250)
+    assert canonical(a)["alerts"] == canonical(b)["alerts"] and a.events == b.events
+    assert set(many.scopes) == {0}
+    assert set(many.scopes[0].positions) == {"topic:0", "topic:1", "topic:2"}
+    assert {d["partition"] for d in b.dead_letters} == {i % 3 for i, m in enumerate(msgs) if b"NaN" in m.value}
