@@ -79,12 +79,13 @@ def replay(
     time_from: Annotated[str | None, typer.Option("--from", help="With --kafka: first broker timestamp, inclusive (RFC 3339 or epoch ms).")] = None,
     time_to: Annotated[str | None, typer.Option("--to", help="With --kafka: end broker timestamp, exclusive (RFC 3339 or epoch ms).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="With --kafka: seconds to wait for the broker on each request.")] = 10.0,
+    per_partition: Annotated[bool, typer.Option("--per-partition", help="With --kafka: keep each partition's state apart, as a live run does (default: merge partitions as one archived file).")] = False,
     bootstrap: BootstrapOption = "127.0.0.1:9092",
     db: DbOption = None,
 ) -> None:
     """Replay an archived stream as a named run (resumes an interrupted run with the same name).
 
-    With --kafka: replay the messages of --topic (and --labels-topic) whose broker timestamps lie in [--from, --to), resolved to offsets per partition at the start and recorded with the run; read without a consumer group, committing nothing. The same range gives the same run name and alerts; an interrupted one starts over from the range's start; an empty range prints a notice and exits 0.
+    With --kafka: replay the messages of --topic (and --labels-topic) whose broker timestamps lie in [--from, --to), resolved to offsets per partition at the start and recorded with the run; read without a consumer group, committing nothing. Partitions are merged into one stream, as one archived file would be; with --per-partition each keeps its own state, as in a live run, so a range that starts where a live consumer group started reproduces its alerts. The same range gives the same run name and alerts; an interrupted one starts over from the range's start; an empty range prints a notice and exits 0.
     """
     if kafka:
         if file is not None or labels is not None:
@@ -92,12 +93,12 @@ def replay(
         if time_from is None or time_to is None:
             fail("--kafka needs --from and --to")
         _replay_kafka(topic or "predictions", labels_topic or None, time_from, time_to, timeout, bootstrap, config,
-                      run, quiet, db)
+                      run, quiet, db, per_partition)
         return
     if file is None:
         fail("give a FILE to replay, or --kafka with --from and --to")
-    if any(v is not None for v in (time_from, time_to, topic, labels_topic)):
-        fail("--topic, --labels-topic, --from and --to need --kafka")
+    if any(v is not None for v in (time_from, time_to, topic, labels_topic)) or per_partition:
+        fail("--topic, --labels-topic, --from, --to and --per-partition need --kafka")
     _replay_file(file, labels, config, run, quiet, db)
 
 
@@ -135,7 +136,8 @@ def _replay_file(file: Path, labels: Path | None, config: Path | None, run: str 
 
 
 def _replay_kafka(topic: str, labels_topic: str | None, time_from: str, time_to: str, timeout: float,
-                  bootstrap: str, config: Path | None, run: str | None, quiet: bool, db: str | None) -> None:
+                  bootstrap: str, config: Path | None, run: str | None, quiet: bool, db: str | None,
+                  per_partition: bool = False) -> None:
     from pipeline.kafka_replay import KafkaRange, replay_kafka
     from pipeline.sources.kafka import KafkaSourceError
     from pipeline.timefmt import TimestampError, parse_time_ms
@@ -161,7 +163,7 @@ def _replay_kafka(topic: str, labels_topic: str | None, time_from: str, time_to:
     try:
         summary = replay_kafka(store, cfg, _kafka_settings(bootstrap, cfg), predictions_topic=topic,
                                labels_topic=labels_topic, from_ms=from_ms, to_ms=to_ms, run=run,
-                               timeout_s=timeout, on_resolved=resolved)
+                               timeout_s=timeout, per_partition=per_partition, on_resolved=resolved)
     except KafkaSourceError as exc:
         fail(str(exc).splitlines()[0])
     if summary.run is None:

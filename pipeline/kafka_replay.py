@@ -3,10 +3,13 @@
 The range ``[from, to)`` of broker timestamps is resolved to offsets per partition once, at the
 start (see :mod:`pipeline.sources.kafka_range`); the run records those offsets, and its default
 name is a fingerprint of them and of the config, so the same range replayed again is the same
-run with the same alerts. The partitions of each topic are merged, and then predictions with
-labels, exactly as a file replay merges its two files (:func:`merge_by_clock`), into one engine
+run with the same alerts. By default the partitions of each topic are merged, and then predictions
+with labels, exactly as a file replay merges its two files (:func:`merge_by_clock`), into one engine
 scope: a Kafka range replay scores what a file replay of the range archived as one predictions
-file and one labels file would score. It reads without a consumer group and commits nothing.
+file and one labels file would score. With ``per_partition``, every partition keeps its own engine
+scope (partition ``p`` of the labels topic joins partition ``p`` of the predictions topic), as a
+live run keeps them: a range that starts where a live consumer group started reproduces that live
+run's alerts. It reads without a consumer group and commits nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class KafkaRange:
     from_ms: int
     to_ms: int
     ranges: tuple[PartitionRange, ...]
+    per_partition: bool = False  # one engine scope per partition (as a live run) instead of one merged scope
 
     @property
     def size(self) -> int:
@@ -43,8 +47,10 @@ class KafkaRange:
 
     def fingerprint(self) -> str:
         """SHA-256 of the topics and resolved offsets (not of the times: they only chose the offsets)."""
-        doc = {"predictions": self.predictions_topic, "labels": self.labels_topic,
-               "ranges": [[r.topic, r.partition, r.start, r.end] for r in self.ranges]}
+        doc: dict[str, object] = {"predictions": self.predictions_topic, "labels": self.labels_topic,
+                                  "ranges": [[r.topic, r.partition, r.start, r.end] for r in self.ranges]}
+        if self.per_partition:
+            doc["scopes"] = "partition"
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def describe(self, bootstrap: str) -> str:
@@ -54,8 +60,9 @@ class KafkaRange:
             return f"{name}[{parts}]"
 
         topics = topic(self.predictions_topic) + (f" + {topic(self.labels_topic)}" if self.labels_topic else "")
+        scopes = ", one scope per partition" if self.per_partition else ""
         return (f"kafka://{bootstrap}/{topics} (broker time {rfc3339_ms(self.from_ms / 1000)} "
-                f"to {rfc3339_ms(self.to_ms / 1000)}, end exclusive)")
+                f"to {rfc3339_ms(self.to_ms / 1000)}, end exclusive{scopes})")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ def replay_kafka(
     to_ms: int,
     run: str | None = None,
     timeout_s: float = 10.0,
+    per_partition: bool = False,
     on_resolved: Callable[[KafkaRange], None] | None = None,
     on_batch: Callable[[int, KafkaRange, RunTotals], None] | None = None,
 ) -> KafkaReplaySummary:
@@ -100,7 +108,7 @@ def replay_kafka(
     topics = [predictions_topic] + ([labels_topic] if labels_topic else [])
     with KafkaRangeReader(settings, timeout_s=timeout_s) as reader:
         rng = KafkaRange(predictions_topic, labels_topic, from_ms, to_ms,
-                         tuple(reader.resolve(topics, from_ms, to_ms)))
+                         tuple(reader.resolve(topics, from_ms, to_ms)), per_partition)
         if on_resolved is not None:
             on_resolved(rng)
         if rng.size == 0:
@@ -127,7 +135,8 @@ def replay_kafka(
                 done += 1
                 yield msg
 
-        feed(pipeline, counted(_merged(reader, rng)), after_batch)
+        messages = _by_partition(reader, rng) if rng.per_partition else _merged(reader, rng)
+        feed(pipeline, counted(messages), after_batch)
         pipeline.finish()
     return KafkaReplaySummary(name, pipeline.totals, rng, already_complete=False)
 
@@ -147,3 +156,18 @@ def _merged(reader: KafkaRangeReader, rng: KafkaRange) -> Iterator[RawMessage]:
         merged = merge_by_clock([merged, topic(rng.labels_topic)])
     for msg in merged:
         yield replace(msg, scope=0)
+
+
+def _by_partition(reader: KafkaRangeReader, rng: KafkaRange) -> Iterator[RawMessage]:
+    """The range partition after partition, each in its own engine scope (its partition number, as
+    a live run keeps it): partition ``p``'s predictions merged with partition ``p``'s labels by
+    clock (producers key both topics alike, so an event's label lands in the same partition
+    number), predictions first on ties."""
+    streams = {rng.predictions_topic: "predictions"}
+    if rng.labels_topic:
+        streams[rng.labels_topic] = "labels"
+    parts = reader.read(rng.ranges, streams)
+    order = {rng.predictions_topic: 0, rng.labels_topic: 1}
+    for p in sorted({r.partition for r in parts}):
+        mine = sorted((r for r in parts if r.partition == p), key=lambda r: order[r.topic])
+        yield from merge_by_clock([parts[r] for r in mine])
