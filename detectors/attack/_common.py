@@ -10,6 +10,7 @@ seen: the tail of the caller's stored ring plus the caller's earlier events in t
 from __future__ import annotations
 
 import itertools
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -265,9 +266,11 @@ def robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     off a value that never varied in the reference stands out, without dividing by zero.
     """
     X = np.asarray(X, dtype=np.float64)
-    center = np.nanmedian(X, axis=0)
-    q75, q25 = np.nanpercentile(X, [75, 25], axis=0)
-    scale = np.maximum((q75 - q25) / 1.349, 0.5 * np.nanstd(X, axis=0))
+    with warnings.catch_warnings():  # an all-missing feature gets NaN here, replaced just below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        center = np.nanmedian(X, axis=0)
+        q75, q25 = np.nanpercentile(X, [75, 25], axis=0)
+        scale = np.maximum((q75 - q25) / 1.349, 0.5 * np.nanstd(X, axis=0))
     center = np.where(np.isfinite(center), center, 0.0)
     scale = np.where(np.isfinite(scale), scale, 0.0)
     pos = scale[scale > 0]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,9 +72,11 @@ def fit_reference(
     # multivariate projection: robust scaling, winsorising, weighted covariance, eigenvectors
     ncomp = 0
     if d >= 2 and s.n_components > 0:
-        med = np.nanmedian(X, axis=0)
-        mad = np.nanmedian(np.abs(X - med), axis=0) * 1.4826
-        sd = np.nanstd(X, axis=0)
+        with warnings.catch_warnings():  # an all-missing feature: NaN here, scale 1 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(X, axis=0)
+            mad = np.nanmedian(np.abs(X - med), axis=0) * 1.4826
+            sd = np.nanstd(X, axis=0)
         scale = np.where(mad > 1e-12, mad, np.where(sd > 1e-12, sd, 1.0))
         Z = robust_scale(X, med, scale)
         cov = (Z * w[:, None]).T @ Z / w.sum()
