@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("INFERSENTRY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except _user_errors() as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -560,6 +560,8 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise
+    if isinstance(code, int) and not isinstance(code, bool) and code:  # typer.Exit(n) returns n here
+        sys.exit(code)
 
 
 _: Callable[..., Any] = main
