@@ -386,9 +386,10 @@ def runs_report(
     top: Annotated[int, typer.Option("--top", help="How many top alerts to list (most severe, then most recent).")] = 10,
     db: DbOption = None,
 ) -> None:
-    """One page about a run for an audit: source, input fingerprint, config hash, event and dead-letter
-    counts, event-time span, alerts by kind x severity and by model, reviewer statuses, the top alerts and
-    the per-caller alerts. Only stored values appear (no wall clock), so reports of one run are identical."""
+    """One page about a run for an audit.
+
+    Source (a Kafka replay's resolved offsets), input fingerprint, config hash, events, dead letters by reason, event-time span, alerts by kind x severity and by model@version, reviewer status counts, the top alerts with their summaries, and the per-caller alerts with their client ids. Only stored values appear, so two reports of one run are byte-identical.
+    """
     from pipeline.audit.render import REPORT_FORMATS, render_report
     from pipeline.audit.report import UnknownRunError, build_report
 
@@ -405,17 +406,17 @@ def runs_report(
 
 @runs_app.command("diff")
 def runs_diff(
-    run_a: Annotated[str, typer.Argument(metavar="A", help="The first run (e.g. the live run).")],
-    run_b: Annotated[str, typer.Argument(metavar="B", help="The second run (e.g. its replay).")],
+    run_a: Annotated[str, typer.Argument(help="The first run, A (e.g. the live run).")],
+    run_b: Annotated[str, typer.Argument(help="The second run, B (e.g. its replay).")],
     fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
-    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout); the verdict still goes to stderr.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout); the verdict line then goes to stderr.")] = None,
     with_status: Annotated[bool, typer.Option("--with-status", help="Also compare reviewer statuses.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Compare two runs' alerts by alert_id: only in A, only in B, in both but changed (which fields;
-    explanation key by key). The run name and reviewer status are not compared (--with-status compares
-    the status). Says when config hashes or input fingerprints differ. Exit 0 when the alerts are
-    identical, 1 when they differ, 2 on a user error."""
+    """Compare two runs' alerts by alert_id; exit 0 when identical, 1 when they differ, 2 on a user error.
+
+    Lists alerts only in A, only in B, in both but changed (which fields; explanation key by key), and re-keyed: the same finding (detector, kind, model, version, caller, trigger event) under another detector config, which gives it another id. The run name and reviewer status are not compared (--with-status compares the status). Says when the config hashes or input fingerprints differ; the last line is the verdict.
+    """
     from pipeline.audit.diff import diff_runs
     from pipeline.audit.render import DIFF_FORMATS, render_diff
     from pipeline.audit.report import UnknownRunError
