@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.engine import BatchResult
@@ -112,6 +112,10 @@ class Store:
                 insert_ignore(conn, flagged_events, result.flagged)
                 insert_ignore(conn, window_stats, result.stats)
                 insert_ignore(conn, dead_letters, result.dead_letters)
+                if result.min_ts is not None:  # a minimum: the same whatever the order of batches and processes
+                    first = runs.c.first_event_ts
+                    conn.execute(update(runs).where(runs.c.run == run, or_(first.is_(None), first > result.min_ts))
+                                 .values(first_event_ts=result.min_ts))
                 fresh = self._not_behind(conn, run, snapshots or [])
                 if fresh:
                     upsert(conn, checkpoints, [

@@ -18,6 +18,7 @@ from pipeline.replay import replay_file
 from pipeline.storage.db import make_engine
 from pipeline.storage.store import Store
 from pipeline.storage.tables import alerts, dead_letters, runs
+from pipeline.timefmt import format_ts, parse_ts
 from pipeline.traffic import generate, write_jsonl
 
 #: Every config below lists all default detectors: a ``defaults.detectors`` mapping replaces the default set.
@@ -164,7 +165,10 @@ def test_report_counts_match_sql_and_are_deterministic(db_url: str, stream: tupl
     top = rep["top_alerts"]
     assert len(top) == 10 and all(a["severity"] == "critical" for a in top) and all(a["summary"] for a in top)
     assert [a["raised_at"] for a in top] == sorted((a["raised_at"] for a in top), reverse=True)
-    assert rep["last_event_at"] is not None and rep["first_alert_at"] <= rep["last_alert_at"]
+    scored = [json.loads(line) for line in stream[0].read_text().splitlines()]
+    first_ts = min(parse_ts(e["ts"])[0] for e in scored if "model" in e)
+    assert rep["first_event_at"] == format_ts(first_ts) == format_ts(run["first_event_ts"])
+    assert rep["first_event_at"] < rep["first_alert_at"] <= rep["last_alert_at"] <= rep["last_event_at"]
 
     for fmt in ("text", "json", "markdown"):
         first, second = tmp_path / f"1.{fmt}", tmp_path / f"2.{fmt}"
