@@ -28,7 +28,9 @@ alerts_app = typer.Typer(help="Read, export and review alerts.", no_args_is_help
 dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
 kafka_app = typer.Typer(help="The local development Kafka broker (Apache Kafka jars from Maven Central).",
                         no_args_is_help=True)
+runs_app = typer.Typer(help="Audit runs: list them, report one, diff two.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(runs_app, name="runs")
 app.add_typer(dev_app, name="dev")
 dev_app.add_typer(kafka_app, name="kafka")
 
@@ -346,6 +348,92 @@ def alerts_review(
     Console().print(f"{matches[0].alert_id} in {matches[0].run}: {status}")
 
 
+# -- runs -----------------------------------------------------------------------------------
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        fail(f"unknown format {fmt!r}: expected {', '.join(allowed)}")
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """Write ``text`` to ``out`` (UTF-8, as is) or to stdout."""
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@runs_app.command("list")
+def runs_list(db: DbOption = None) -> None:
+    """A readable table of runs: kind, source, status, counts, times and config hash."""
+    store = _store(db)
+    rows = store.list_runs()
+    table = Table(title=f"{len(rows)} runs", show_lines=False)
+    for col in ("run", "kind", "source", "status", "events", "dead letters", "alerts", "started", "finished", "config"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["run"], r["kind"], r["source"], r["status"], f"{r['events'] or 0:,}",
+                      f"{r['dead_letters'] or 0:,}", f"{r['alerts']:,}", r["started_at"] or "", r["finished_at"] or "",
+                      r["config_hash"][:12])
+    Console().print(table)
+
+
+@runs_app.command("report")
+def runs_report(
+    run: Annotated[str, typer.Argument(help="The run's name (see `infersentry runs list`).")],
+    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout).")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many top alerts to list (most severe, then most recent).")] = 10,
+    db: DbOption = None,
+) -> None:
+    """One page about a run for an audit.
+
+    Source (a Kafka replay's resolved offsets), input fingerprint, config hash, events, dead letters by reason, event-time span, alerts by kind x severity and by model@version, reviewer status counts, the top alerts with their summaries, and the per-caller alerts with their client ids. Only stored values appear, so two reports of one run are byte-identical.
+    """
+    from pipeline.audit.render import REPORT_FORMATS, render_report
+    from pipeline.audit.report import UnknownRunError, build_report
+
+    _check_format(fmt, REPORT_FORMATS)
+    if top < 0:
+        fail("--top must be at least 0")
+    store = _store(db)
+    try:
+        report = build_report(store, run, top=top)
+    except UnknownRunError:
+        fail(f"no run named {run!r} in {resolve_db_url(db)}")
+    _emit(render_report(report, fmt), out)
+
+
+@runs_app.command("diff")
+def runs_diff(
+    run_a: Annotated[str, typer.Argument(help="The first run, A (e.g. the live run).")],
+    run_b: Annotated[str, typer.Argument(help="The second run, B (e.g. its replay).")],
+    fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout); the verdict line then goes to stderr.")] = None,
+    with_status: Annotated[bool, typer.Option("--with-status", help="Also compare reviewer statuses.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Compare two runs' alerts by alert_id; exit 0 when identical, 1 when they differ, 2 on a user error.
+
+    Lists alerts only in A, only in B, in both but changed (which fields; explanation key by key), and re-keyed: the same finding (detector, kind, model, version, caller, trigger event) under another detector config, which gives it another id. The run name and reviewer status are not compared (--with-status compares the status). Says when the config hashes or input fingerprints differ; the last line is the verdict.
+    """
+    from pipeline.audit.diff import diff_runs
+    from pipeline.audit.render import DIFF_FORMATS, render_diff
+    from pipeline.audit.report import UnknownRunError
+
+    _check_format(fmt, DIFF_FORMATS)
+    store = _store(db)
+    try:
+        result = diff_runs(store, run_a, run_b, with_status=with_status)
+    except UnknownRunError as exc:
+        fail(f"{exc} in {resolve_db_url(db)}")
+    _emit(render_diff(result, fmt), out)
+    if out is not None:
+        err.print(result.verdict(), highlight=False, soft_wrap=True)
+    if not result.identical:
+        raise typer.Exit(1)
+
+
 # -- kafka ----------------------------------------------------------------------------------
 def _kafka_settings(bootstrap: str, config: Any = None) -> Any:
     """Connection settings: the config file's ``kafka:`` section, then ``INFERSENTRY_KAFKA_*``, then ``--bootstrap``."""
@@ -543,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("INFERSENTRY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except _user_errors() as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -560,6 +648,8 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise
+    if isinstance(code, int) and not isinstance(code, bool) and code:  # typer.Exit(n) returns n here
+        sys.exit(code)
 
 
 _: Callable[..., Any] = main

@@ -56,6 +56,7 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     max_ts: float | None = None
+    min_ts: float | None = None  # earliest event time of the batch's scored predictions
 
 
 class RouteState:
@@ -216,6 +217,8 @@ class Engine:
                     self._count_unmatched(scope, gone, dq)
             scope.events += 1
             result.events += 1
+            if result.min_ts is None or event.ts < result.min_ts:
+                result.min_ts = event.ts
             groups[route].append(event)
             predicted = class_key(event.prediction) or ""
             early = scope.early.take(event.event_id) if scope.early else None

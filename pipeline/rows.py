@@ -159,9 +159,9 @@ EXPORT_FIELDS = (
 )
 
 
-def export_line(row: Mapping[str, Any]) -> bytes:
-    """One alert as a v1 export line: keys in the contract's order, numbers in shortest form."""
-    obj = {
+def export_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One alert row as a v1 export object: keys in the contract's order, JSON columns decoded."""
+    return {
         "alert_id": row["alert_id"],
         "kind": row["kind"],
         "detector": row["detector"],
@@ -181,4 +181,8 @@ def export_line(row: Mapping[str, Any]) -> bytes:
         "explanation": orjson.loads(row["explanation"]),
         "run": row["run"],
     }
-    return orjson.dumps(obj) + b"\n"
+
+
+def export_line(row: Mapping[str, Any]) -> bytes:
+    """One alert as a v1 export line: keys in the contract's order, numbers in shortest form."""
+    return orjson.dumps(export_record(row)) + b"\n"

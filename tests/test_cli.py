@@ -154,3 +154,9 @@ def test_replay_killed_mid_stream_resumes_to_the_same_export(tmp_path: Path) -> 
     resumed = cli(*args, cwd=killed_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert cli("alerts", "export", cwd=killed_dir).stdout == clean
+
+
+def test_exit_status_of_a_command_is_kept(tmp_path: Path) -> None:
+    """``typer.Exit(n)`` inside a command exits n (``dev kafka status`` of a stopped broker: 1)."""
+    r = cli("dev", "kafka", "status", "--port", "1", "--data-dir", str(tmp_path / "no-broker"), cwd=tmp_path)
+    assert r.returncode == 1 and "stopped" in r.stdout, (r.stdout, r.stderr)

@@ -9,14 +9,22 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.engine import BatchResult
 from pipeline.rows import ALERT_UPDATE_COLUMNS
 from pipeline.statecodec import FORMAT as STATE_FORMAT
 from pipeline.storage.db import insert_ignore, migrate, upsert
-from pipeline.storage.tables import alerts, checkpoints, dead_letters, flagged_events, runs, window_stats
+from pipeline.storage.tables import (
+    alert_reviews,
+    alerts,
+    checkpoints,
+    dead_letters,
+    flagged_events,
+    runs,
+    window_stats,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,6 +112,10 @@ class Store:
                 insert_ignore(conn, flagged_events, result.flagged)
                 insert_ignore(conn, window_stats, result.stats)
                 insert_ignore(conn, dead_letters, result.dead_letters)
+                if result.min_ts is not None:  # a minimum: the same whatever the order of batches and processes
+                    first = runs.c.first_event_ts
+                    conn.execute(update(runs).where(runs.c.run == run, or_(first.is_(None), first > result.min_ts))
+                                 .values(first_event_ts=result.min_ts))
                 fresh = self._not_behind(conn, run, snapshots or [])
                 if fresh:
                     upsert(conn, checkpoints, [
@@ -174,6 +186,28 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(select(runs).where(runs.c.run == run)).mappings().first()
         return dict(r) if r else None
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run's row plus its ``alerts`` count, ordered by run name (as bytes)."""
+        name = runs.c.run.collate("C") if self.engine.dialect.name == "postgresql" else runs.c.run
+        counts = (select(alerts.c.run, func.count().label("n")).group_by(alerts.c.run).subquery())
+        q = (select(runs, func.coalesce(counts.c.n, 0).label("alerts"))
+             .select_from(runs.outerjoin(counts, counts.c.run == runs.c.run)).order_by(name))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def dead_letter_reasons(self, run: str) -> dict[str, int]:
+        """Dead letters of ``run`` counted by reason."""
+        q = (select(dead_letters.c.reason, func.count()).where(dead_letters.c.run == run)
+             .group_by(dead_letters.c.reason))
+        with self.engine.connect() as conn:
+            return {reason: int(n) for reason, n in conn.execute(q)}
+
+    def review_count(self, run: str) -> int:
+        """Status changes recorded in ``alert_reviews`` for ``run``'s alerts."""
+        q = select(func.count()).select_from(alert_reviews).where(alert_reviews.c.run == run)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
 
 def _is_transient(exc: DBAPIError) -> bool:
