@@ -1,7 +1,10 @@
 """Typed configuration: defaults visible in one place, per-model overrides from a YAML file.
 
 A first run needs no file. A YAML file may set any field of :class:`MonitorConfig`; under
-``models:`` it overrides :class:`ModelConfig` fields per model name, merged onto ``defaults``::
+``models:`` it overrides :class:`ModelConfig` fields per model name, merged onto ``defaults``.
+A ``detectors:`` mapping in the file (under ``defaults:`` or a model) changes only the detectors
+it names; the others keep their defaults (turn one off with ``enabled: false``), and a name that
+is not a known detector is an error rather than a silently ignored typo::
 
     batch_size: 2000
     defaults:
@@ -166,6 +169,7 @@ def load_config(path: str | Path | None) -> MonitorConfig:
         raise ConfigError(f"config {p} must be a YAML mapping")
     if isinstance(data.get("kafka"), dict) and "sasl_plain_password" in data["kafka"]:
         raise ConfigError(f"config {p}: keep the Kafka password out of files; set INFERSENTRY_KAFKA_SASL_PLAIN_PASSWORD")
+    data = _with_default_detectors(data, p)
     try:
         cfg = MonitorConfig.model_validate(data)
         for name in cfg.models:
@@ -175,3 +179,33 @@ def load_config(path: str | Path | None) -> MonitorConfig:
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"invalid config {p}: {where}: {first['msg']}") from None
     return cfg
+
+
+def _known_detectors() -> set[str]:
+    from detectors import builtin
+    from detectors.base import REGISTRY
+
+    builtin.load()
+    return set(REGISTRY) | set(DEFAULT_DETECTORS)
+
+
+def _with_default_detectors(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A file's ``defaults.detectors`` mapping merged onto the default detector set (a file that
+    tunes ``drift`` alone must not switch the attack detectors off); unknown names are errors."""
+    known = _known_detectors()
+    sections = [("defaults", data.get("defaults"))] + [
+        (f"models.{name}", m) for name, m in (data.get("models") or {}).items() if isinstance(m, dict)
+    ]
+    for where, section in sections:
+        dets = section.get("detectors") if isinstance(section, dict) else None
+        if isinstance(dets, dict):
+            for name in dets:
+                if name not in known:
+                    raise ConfigError(f"invalid config {path}: {where}.detectors: unknown detector {name!r} "
+                                      f"(known: {', '.join(sorted(known))})")
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict) and isinstance(defaults.get("detectors"), dict):
+        merged: dict[str, Any] = {name: {} for name in DEFAULT_DETECTORS}
+        merged.update(defaults["detectors"])
+        data = {**data, "defaults": {**defaults, "detectors": merged}}
+    return data

@@ -26,6 +26,29 @@ def test_model_overrides_merge_onto_defaults(tmp_path: Path) -> None:
     assert cfg.config_hash() != MonitorConfig().config_hash()
 
 
+def test_a_defaults_detectors_section_changes_only_the_detectors_it_names(tmp_path: Path) -> None:
+    """Tuning drift under ``defaults:`` must not switch the other detectors off."""
+    f = tmp_path / "c.yml"
+    f.write_text("defaults:\n  detectors:\n    drift: {params: {reference_size: 5000}}\n    extraction: {enabled: false}\n")
+    cfg = load_config(f)
+    dets = cfg.for_model("any").detectors
+    assert set(dets) == {"drift", "performance", "outlier", "campaign", "extraction"}
+    assert dets["drift"].params == {"reference_size": 5000} and dets["outlier"].enabled and dets["campaign"].enabled
+    assert not dets["extraction"].enabled
+
+
+@pytest.mark.parametrize("text", [
+    "defaults:\n  detectors:\n    drfit: {params: {reference_size: 5000}}\n",
+    "models:\n  m:\n    detectors:\n      drfit: {enabled: false}\n",
+])
+def test_an_unknown_detector_name_is_an_error_not_ignored(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "c.yml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert "unknown detector 'drfit'" in str(info.value) and "drift" in str(info.value)
+
+
 @pytest.mark.parametrize(("text", "needle"), [
     ("batch_size: 0\n", "batch_size"),
     ("unknown_key: 1\n", "unknown_key"),
