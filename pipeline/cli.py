@@ -222,8 +222,11 @@ def demo(
 
         report = run_demo(store, workdir, n_events=events, seed=seed, on_batch=on_batch)
     t = report.summary.totals
-    out.print(f"replayed as run [bold]{report.summary.run}[/bold] in {time.monotonic() - start:.1f}s "
-              f"({t.events:,} events, {t.duplicates:,} redeliveries skipped, {t.dead_letters:,} dead letters)")
+    if report.summary.already_complete:
+        out.print(f"run [bold]{report.summary.run}[/bold] was already replayed into this database; showing its results")
+    else:
+        out.print(f"replayed as run [bold]{report.summary.run}[/bold] in {time.monotonic() - start:.1f}s "
+                  f"({t.events:,} events, {t.duplicates:,} redeliveries skipped, {t.dead_letters:,} dead letters)")
     truth = report.truth
     for cp in truth.change_points:
         out.print(f"\n[bold]drift[/bold] injected at event {cp.index:,} ({format_ts(cp.ts)}): {cp.description}")
