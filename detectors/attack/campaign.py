@@ -21,8 +21,9 @@ compact fingerprints, and each query is compared with them:
   attack needs *new* points;
 * sparse fingerprint: each raw value hashed to one byte (NaN/missing included; unequal values
   collide with probability 1/256), features beyond ``sparse_width`` folded into ``sparse_width``
-  groups (``history * min(d, sparse_width)`` bytes per caller); the differing-byte count is then
-  the number of differing features (of feature groups, when folded; never more);
+  groups (``history * ceil8(min(d, sparse_width))`` bytes per caller, ``ceil8`` rounding up to a
+  multiple of 8); the differing-byte count is then the number of differing features (of feature
+  groups, when folded; never more);
 * the caller's statistic is the number of distinct near-duplicates among its last
   ``window`` queries (the current one included; one flag byte per query is kept). It is an integer computed per event, so it
   does not depend on batch boundaries. When it reaches ``threshold`` at a near-duplicate
@@ -49,9 +50,10 @@ always included). Every ``update_every`` further near-duplicates an update with 
 low margin (below the 10th percentile of the first events) is reported: boundary-walking attacks
 concentrate there, and it sets the severity to critical when at least half of them are.
 
-Memory: per caller ``history * (dims * 2 + min(d, sparse_width)) + window + 66`` bytes (386 plus 16 per
-feature up to 24 features: 642 at 16 features, 770 from 24 on) in numpy arrays plus one dict entry
-(``sparse=0`` given explicitly stores no sparse fingerprints);
+Memory: per caller ``history * (dims * 2 + ceil8(min(d, sparse_width))) + window + 66`` bytes (642 at
+10-16 features, 770 from 17 on; 378 before the sparse rule) in numpy arrays plus one dict entry; no
+sparse fingerprints (386 bytes) where the rule cannot be on (``sparse=0``, or fewer than
+``1 / max_sparse_share`` features);
 at most ``max_callers`` callers (idle ones expire after ``ttl`` seconds of event time, callers
 with near-duplicates after ``suspicious_ttl``; when full, the least recently active callers
 without near-duplicates are evicted first). Events without ``client_id`` are not scored.
@@ -257,7 +259,7 @@ class CampaignDetector(Detector):
             max_callers, ttl, suspicious_ttl,
             {
                 "hist": ((history, dims), np.float16, 0),
-                "shash": ((history, 0 if sparse == 0 else self._hasher.width), np.uint8, 0),
+                "shash": ((history, self._hasher.stored if self._sparse_possible(d) else 0), np.uint8, 0),
                 "nd": ((window,), np.uint8, 0),
                 "head": ((), np.int32, 0),
                 "len": ((), np.int32, 0),
@@ -277,6 +279,12 @@ class CampaignDetector(Detector):
         # small Python records for callers with a live campaign only
         self._evidence: dict[int, list[str]] = {}
         self._alerts: dict[int, dict[str, Any]] = {}
+
+    def _sparse_possible(self, d: int) -> bool:
+        """Whether the sparse rule can be on (else no fingerprints are stored)."""
+        if self.sparse_param is not None:
+            return self.sparse_param > 0
+        return int(np.floor(self.max_sparse_share * d)) >= 1
 
     def _on_reset(self, slots: np.ndarray) -> None:
         for s in slots.tolist():
