@@ -14,8 +14,16 @@ compact fingerprints, and each query is compared with them:
   route), clipping, and a seeded Gaussian random projection to ``dims`` dimensions stored as
   float16 (``history * dims * 2`` bytes per caller). Distances are RMS per original feature;
 * a query is a **distinct near-duplicate** when some query in the history is within
-  ``radius`` of it but not identical. Exact repeats are ignored: retries and canaries are
-  benign, an attack needs *new* points;
+  ``radius`` of it but not identical (the *radius rule*: dense small steps, HopSkipJump, Boundary),
+  or, by the *sparse rule*, equal to one of them in all but at most ``sparse`` coordinates and an
+  exact repeat of none (random search, Square, SimBA: a few features moved far per query, an RMS
+  step well above the radius). Exact repeats are ignored: retries and canaries are benign, an
+  attack needs *new* points;
+* sparse fingerprint: each raw value hashed to one byte (NaN/missing included; unequal values
+  collide with probability 1/256), features beyond ``sparse_width`` folded into ``sparse_width``
+  groups (``history * ceil8(min(d, sparse_width))`` bytes per caller, ``ceil8`` rounding up to a
+  multiple of 8); the differing-byte count is then the number of differing features (of feature
+  groups, when folded; never more);
 * the caller's statistic is the number of distinct near-duplicates among its last
   ``window`` queries (the current one included; one flag byte per query is kept). It is an integer computed per event, so it
   does not depend on batch boundaries. When it reaches ``threshold`` at a near-duplicate
@@ -24,8 +32,14 @@ compact fingerprints, and each query is compared with them:
 ``radius`` defaults to ``radius_factor`` times the 1st percentile of the nearest-neighbour
 distances among the first ``scale_events`` events of the route (each compared with the
 ``history`` events before it, exact repeats ignored), i.e. well below the distances at which
-natural inputs come close to each other. No reference period is needed otherwise: callers are
-scored from their first query (the first ``scale_events`` events of a route are held back
+natural inputs come close to each other. ``sparse`` defaults to ``floor(sparse_factor * q)``, ``q``
+the 1st percentile of the same events' nearest-neighbour *differing-coordinate counts* (exact
+repeats ignored), capped at ``floor(max_sparse_share * d)``: natural inputs differ from their
+nearest of ``history`` unrelated ones in far more coordinates than that, and the cap keeps "a few"
+a few on wide data. Data so discrete (integer codes, point masses) that natural neighbours differ in
+one coordinate (``q <= 1``), and routes with fewer than ``1 / max_sparse_share`` features, get
+``sparse = 0``: the sparse rule is off and only the radius rule counts. No reference period is
+needed otherwise: callers are scored from their first query (the first ``scale_events`` events of a route are held back
 until the scale is known and then scored in order).
 
 Alerts: one per campaign per caller. ``window_start`` is the ts of the campaign's first
@@ -36,7 +50,10 @@ always included). Every ``update_every`` further near-duplicates an update with 
 low margin (below the 10th percentile of the first events) is reported: boundary-walking attacks
 concentrate there, and it sets the severity to critical when at least half of them are.
 
-Memory: per caller ``history * dims * 2 + window + 58`` bytes (378 by default) in numpy arrays plus one dict entry;
+Memory: per caller ``history * (dims * 2 + ceil8(min(d, sparse_width))) + window + 66`` bytes (642 at
+10-16 features, 770 from 17 on; 378 before the sparse rule) in numpy arrays plus one dict entry; no
+sparse fingerprints (386 bytes) where the rule cannot be on (``sparse=0``, or fewer than
+``1 / max_sparse_share`` features);
 at most ``max_callers`` callers (idle ones expire after ``ttl`` seconds of event time, callers
 with near-duplicates after ``suspicious_ttl``; when full, the least recently active callers
 without near-duplicates are evicted first). Events without ``client_id`` are not scored.
@@ -61,6 +78,7 @@ from detectors.attack._common import (
     take_batch,
     window_index,
 )
+from detectors.attack._sparse import NONE, ValueHasher, fewest_differing
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
@@ -121,6 +139,16 @@ class CampaignDetector(Detector):
         Idle time (event time) after which a caller's state is dropped.
     clip : float, default 50.0
         Standardised values are clipped to +-clip before projection.
+    sparse : int or None, default None
+        Sparse rule: a query equal to a remembered one in all but at most ``sparse`` coordinates
+        (and not identical) is a near-duplicate; None = automatic, 0 = off.
+    sparse_factor : float, default 0.5
+        Automatic ``sparse`` as a multiple (floored) of the 1st percentile of first-event
+        nearest-neighbour differing-coordinate counts.
+    max_sparse_share : float, default 0.1
+        Upper bound of the automatic ``sparse`` as a share (floored) of the number of features.
+    sparse_width : int, default 24
+        Bytes of a sparse fingerprint (features beyond it are folded into groups).
 
     Examples
     --------
@@ -140,7 +168,7 @@ class CampaignDetector(Detector):
     """
 
     name: ClassVar[str] = "campaign"
-    state_version: ClassVar[int] = 1
+    state_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -161,6 +189,10 @@ class CampaignDetector(Detector):
         ttl: float = 86400.0,
         suspicious_ttl: float = 604800.0,
         clip: float = 50.0,
+        sparse: int | None = None,
+        sparse_factor: float = 0.5,
+        max_sparse_share: float = 0.1,
+        sparse_width: int = 24,
     ) -> None:
         if scale_events < 20:
             raise ValueError("scale_events must be >= 20")
@@ -182,11 +214,19 @@ class CampaignDetector(Detector):
             raise ValueError("max_callers must be >= 1")
         if clip <= 0 or clip > 1000:
             raise ValueError("clip must be in (0, 1000] (fingerprints are float16)")
+        if sparse is not None and sparse < 0:
+            raise ValueError("sparse must be >= 0 or None")
+        if sparse_factor <= 0 or not 0 <= max_sparse_share < 1:
+            raise ValueError("need sparse_factor > 0 and 0 <= max_sparse_share < 1")
+        if not 1 <= sparse_width <= 128:
+            raise ValueError("sparse_width must be in [1, 128]")
         super().__init__(
             context, scale_events=scale_events, history=history, window=window, dims=dims, threshold=threshold,
             radius=radius, radius_factor=radius_factor, max_radius=max_radius,
             max_evidence=max_evidence, update_every=update_every, campaign_gap=campaign_gap,
             max_callers=max_callers, ttl=ttl, suspicious_ttl=suspicious_ttl, clip=clip,
+            sparse=sparse, sparse_factor=sparse_factor, max_sparse_share=max_sparse_share,
+            sparse_width=sparse_width,
         )
         self.scale_events = scale_events
         self.K = history
@@ -200,7 +240,13 @@ class CampaignDetector(Detector):
         self.update_every = update_every
         self.campaign_gap = campaign_gap
         self.clip = clip
+        self.sparse_param = sparse
+        self.sparse_factor = sparse_factor
+        self.max_sparse_share = max_sparse_share
         d = context.schema.n_numeric
+        self._hasher = ValueHasher(d, sparse_width, context.seed)
+        self.sparse_k = 0
+        self.sparse_q01 = float("nan")
         self._buf = WarmupBuffer(scale_events, d)
         rng = np.random.default_rng([context.seed, 0xCA3])
         self.R = rng.normal(size=(d, dims)) / np.sqrt(dims)
@@ -213,6 +259,7 @@ class CampaignDetector(Detector):
             max_callers, ttl, suspicious_ttl,
             {
                 "hist": ((history, dims), np.float16, 0),
+                "shash": ((history, self._hasher.stored if self._sparse_possible(d) else 0), np.uint8, 0),
                 "nd": ((window,), np.uint8, 0),
                 "head": ((), np.int32, 0),
                 "len": ((), np.int32, 0),
@@ -222,6 +269,8 @@ class CampaignDetector(Detector):
                 "n_q": ((), np.int64, 0),
                 "camp_nd": ((), np.int32, 0),
                 "camp_lowm": ((), np.int32, 0),
+                "camp_rad": ((), np.int32, 0),
+                "camp_sp": ((), np.int32, 0),
                 "first_susp": ((), np.float64, np.nan),
                 "last_susp": ((), np.float64, np.nan),
             },
@@ -230,6 +279,12 @@ class CampaignDetector(Detector):
         # small Python records for callers with a live campaign only
         self._evidence: dict[int, list[str]] = {}
         self._alerts: dict[int, dict[str, Any]] = {}
+
+    def _sparse_possible(self, d: int) -> bool:
+        """Whether the sparse rule can be on (else no fingerprints are stored)."""
+        if self.sparse_param is not None:
+            return self.sparse_param > 0
+        return int(np.floor(self.max_sparse_share * d)) >= 1
 
     def _on_reset(self, slots: np.ndarray) -> None:
         for s in slots.tolist():
@@ -245,12 +300,12 @@ class CampaignDetector(Detector):
         self.center, self.scale = robust_scale(X)
         Y = self._project(X)
         d = max(X.shape[1], 1)
+        # nearest neighbour of each first event among the `history` events before it
+        lay = make_layout(np.zeros(len(Y), dtype=np.int64))
+        head = np.zeros(1, dtype=np.int32)
+        ln = np.zeros(1, dtype=np.int32)
+        idx = window_index(lay, head, ln, self.K)
         if self.radius_param is None:
-            # nearest neighbour of each first event among the `history` events before it
-            lay = make_layout(np.zeros(len(Y), dtype=np.int64))
-            head = np.zeros(1, dtype=np.int32)
-            ln = np.zeros(1, dtype=np.int32)
-            idx = window_index(lay, head, ln, self.K)
             ring = np.zeros((1, self.K, self.dims), dtype=np.float16)
             d2, _ = nn_distances(idx.gather(ring, Y, lay, np.float32), Y, idx.valid)
             nn = np.sqrt(d2.min(axis=1) / d)
@@ -259,6 +314,19 @@ class CampaignDetector(Detector):
             self.radius = float(min(self.max_radius, self.radius_factor * q))
         else:
             self.radius = float(self.radius_param)
+        if self.sparse_param != 0:
+            H = self._hasher(X)
+            ring8 = np.zeros((1, self.K, H.shape[1]), dtype=np.uint8)
+            m = fewest_differing(idx.gather(ring8, H, lay), H, idx.valid)
+            m = m[m != NONE]
+            self.sparse_q01 = float(np.quantile(m, 0.01)) if m.size else float("nan")
+        if self.sparse_param is not None:
+            self.sparse_k = int(self.sparse_param)
+        elif np.isfinite(self.sparse_q01):
+            cap = int(np.floor(self.max_sparse_share * X.shape[1]))
+            self.sparse_k = max(0, min(int(np.floor(self.sparse_factor * self.sparse_q01)), cap))
+        else:
+            self.sparse_k = 0
         mg = self._buf.margin[np.isfinite(self._buf.margin)]
         self.margin_low = float(np.quantile(mg, 0.1)) if mg.size else float("nan")
         self.ready = True
@@ -297,7 +365,12 @@ class CampaignDetector(Detector):
         d2, exact = nn_distances(idx.gather(A["hist"], Ys, lay, np.float32), Ys, valid)
         dmin2 = d2.min(axis=1)
         d = max(batch.X.shape[1], 1)
-        nd = dmin2 < (self.radius**2) * d
+        nd = nd_r = dmin2 < (self.radius**2) * d
+        Hs = smin = None
+        if self.sparse_k > 0:
+            Hs = self._hasher(batch.X[rows[order]])
+            smin = fewest_differing(idx.gather(A["shash"], Hs, lay), Hs, valid)
+            nd = nd_r | (smin <= self.sparse_k)
         ndu = nd.astype(np.uint8)
         # near-duplicate count over the window; only callers with a flag in their ring or in
         # this batch can have a non-zero count (a caller's flag ring is all zeros otherwise)
@@ -321,12 +394,15 @@ class CampaignDetector(Detector):
                 g0 = int(lay.group_starts[g])
                 g1 = g0 + int(lay.group_sizes[g])
                 self._caller_events(
-                    batch, rows, order, g0, g1, int(lay.group_slots[g]), nd[g0:g1], count[g0:g1],
+                    batch, rows, order, g0, g1, int(lay.group_slots[g]), nd[g0:g1], nd_r[g0:g1],
+                    None if smin is None else smin[g0:g1], count[g0:g1],
                     ts_s[g0:g1], margin_s[g0:g1], dmin2[g0:g1], exact[g0:g1].sum(axis=1),
                     A["n_q"][lay.group_slots[g]], findings, flagged,
                 )
         # ---- state update ----
         ring_write(A["hist"], Ys, lay, A["head"], self.K)
+        if Hs is not None:
+            ring_write(A["shash"], Hs, lay, A["head"], self.K)
         ring_advance(A["head"], A["len"], lay, self.K)
         if active.any():
             ring_write(A["nd"], ndu, lay, A["nhead"], self.Wn)
@@ -341,8 +417,8 @@ class CampaignDetector(Detector):
 
     def _caller_events(
         self, batch: EventBatch, rows: np.ndarray, order: np.ndarray, g0: int, g1: int, slot: int,
-        nd: np.ndarray, count: np.ndarray, ts: np.ndarray, margin: np.ndarray, dmin2: np.ndarray,
-        n_exact: np.ndarray, n_q0: int, findings: list[Finding], flagged: list[FlaggedEvent],
+        nd: np.ndarray, nd_r: np.ndarray, smin: np.ndarray | None, count: np.ndarray, ts: np.ndarray,
+        margin: np.ndarray, dmin2: np.ndarray, n_exact: np.ndarray, n_q0: int, findings: list[Finding], flagged: list[FlaggedEvent],
     ) -> None:
         A = self.table.arrays
         d = max(batch.X.shape[1], 1)
@@ -355,11 +431,17 @@ class CampaignDetector(Detector):
                 A["first_susp"][slot] = t
                 A["camp_nd"][slot] = 0
                 A["camp_lowm"][slot] = 0
+                A["camp_rad"][slot] = 0
+                A["camp_sp"][slot] = 0
                 self._evidence[slot] = []
                 self._alerts.pop(slot, None)
             A["last_susp"][slot] = t
             A["camp_nd"][slot] += 1
             A["camp_lowm"][slot] += int(low[k])
+            m = NONE if smin is None else int(smin[k])
+            is_sp = m <= self.sparse_k
+            A["camp_rad"][slot] += int(nd_r[k])
+            A["camp_sp"][slot] += int(is_sp)
             self.table.protected[slot] = True
             row = int(rows[order[g0 + k]])
             eid = batch.event_ids[row]
@@ -379,11 +461,11 @@ class CampaignDetector(Detector):
             share_low = float(A["camp_lowm"][slot]) / n_camp
             cid = batch.client_ids[row]
             n_sent = int(n_q0) + k + 1
+            dist = float(np.sqrt(dmin2[k] / d))
+            n_rad, n_sp = int(A["camp_rad"][slot]), int(A["camp_sp"][slot])
             summary = (f"caller sent {c} distinct near-duplicate queries in its last {min(self.Wn, n_sent)} "
-                       f"(alert at {self.T}); {share_low:.0%} of this campaign's {n_camp} near-duplicates "
-                       f"near the decision boundary; nearest earlier query at distance "
-                       f"{float(np.sqrt(dmin2[k] / d)):.3f} (radius {self.radius:.3f}); "
-                       f"{int(n_exact[k])} exact repeats ignored")
+                       f"(alert at {self.T}); {self._criteria_text(n_camp, n_rad, n_sp, share_low)}; "
+                       f"{self._trigger_text(dist, bool(nd_r[k]), m)}; {int(n_exact[k])} exact repeats ignored")
             if alert is not None:
                 summary = f"campaign goes on ({n_camp} near-duplicates so far): " + summary
             expl = {
@@ -393,7 +475,13 @@ class CampaignDetector(Detector):
                 "window": self.Wn,
                 "history": self.K,
                 "radius": self.radius,
-                "nn_distance": float(np.sqrt(dmin2[k] / d)),
+                "nn_distance": dist,
+                "criterion": "radius and sparse" if nd_r[k] and is_sp else ("radius" if nd_r[k] else "sparse"),
+                "sparse_max_differing": self.sparse_k,
+                "sparse_unit": self._unit(),
+                "nn_differing": None if m == NONE else m,
+                "campaign_radius_near_duplicates": n_rad,
+                "campaign_sparse_near_duplicates": n_sp,
                 "exact_repeats_in_window_ignored": int(n_exact[k]),
                 "caller_queries_so_far": n_sent,
                 "campaign_near_duplicates": n_camp,
@@ -422,6 +510,30 @@ class CampaignDetector(Detector):
                 updated_at=t if is_update else None, event_ids=tuple(evidence), is_update=is_update,
             ))
 
+    def _unit(self) -> str:
+        return "features" if self._hasher.groups == 1 else "feature groups"
+
+    def _criteria_text(self, n_camp: int, n_rad: int, n_sp: int, share_low: float) -> str:
+        low = f"{share_low:.0%} near the decision boundary"
+        if self.sparse_k == 0:
+            return (f"{low}; near-duplicate = within distance {self.radius:.3f} of an earlier query "
+                    f"(radius rule; sparse rule off)")
+        return (f"of this campaign's {n_camp}, {n_rad} lie within distance {self.radius:.3f} of an earlier "
+                f"query (radius rule), {n_sp} match one in all but <= {self.sparse_k} of "
+                f"{self._hasher.width} {self._unit()} (sparse rule), {low}")
+
+    def _trigger_text(self, dist: float, by_radius: bool, m: int) -> str:
+        if self.sparse_k == 0:
+            return f"nearest earlier query at distance {dist:.3f}"
+        by_sparse = m <= self.sparse_k
+        rule = "both rules" if by_radius and by_sparse else ("radius rule" if by_radius else "sparse rule")
+        unit = self._unit()
+        if m == NONE:
+            diff = f"no {unit} differ"
+        else:
+            diff = f"1 {unit[:-1]} differs" if m == 1 else f"{m} {unit} differ"
+        return f"this query: {rule}, distance {dist:.3f}, {diff}"
+
     # ---------------------------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -429,6 +541,7 @@ class CampaignDetector(Detector):
             "buffer": None if self.ready else self._buf.state(),
             "center": self.center, "scale": self.scale,
             "radius": self.radius, "margin_low": self.margin_low,
+            "sparse_k": self.sparse_k, "sparse_q01": self.sparse_q01,
             "table": self.table.state(),
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
             "alerts": {str(k): dict(v) for k, v in self._alerts.items()},
@@ -444,6 +557,8 @@ class CampaignDetector(Detector):
         self.scale = np.asarray(state["scale"], dtype=np.float64)
         self.radius = float(state["radius"])
         self.margin_low = float(state["margin_low"])
+        self.sparse_k = int(state["sparse_k"])
+        self.sparse_q01 = float(state["sparse_q01"])
         self.table.load(state["table"])
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
         self._alerts = {int(k): dict(v) for k, v in state["alerts"].items()}
