@@ -365,7 +365,10 @@ class CampaignDetector(Detector):
         d2, exact = nn_distances(idx.gather(A["hist"], Ys, lay, np.float32), Ys, valid)
         dmin2 = d2.min(axis=1)
         d = max(batch.X.shape[1], 1)
-        nd = nd_r = dmin2 < (self.radius**2) * d
+        # an exact repeat of a recent query (a retry, a canary) is never a near-duplicate, even when
+        # it is also close to another query (a corrected record, retried): an attack needs new points
+        repeat = exact.any(axis=1)
+        nd = nd_r = (dmin2 < (self.radius**2) * d) & ~repeat
         Hs = smin = None
         if self.sparse_k > 0:
             Hs = self._hasher(batch.X[rows[order]])

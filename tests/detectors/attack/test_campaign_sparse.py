@@ -133,6 +133,33 @@ def test_integer_heavy_benign_callers_and_form_corrections_stay_quiet() -> None:
     assert hits[0].explanation["criterion"] in ("sparse", "radius and sparse")
 
 
+def test_small_corrections_retried_and_a_canary_that_changed_once_are_not_near_duplicates() -> None:
+    """The radius rule alone (``sparse=0``): a clerk correcting a form three times by small amounts
+    (within the radius), every correction retried twice by the client, and a health-check canary
+    whose fixed input changed once. Each retry / later check exactly repeats a recent query while
+    also lying near another one; exact repeats never count, so only each correction's first copy
+    does (3, below the default threshold; counting the retries made 9)."""
+    rng = np.random.default_rng(6)
+    s = benign(rng, natural(rng, 4000), span=8000.0)
+    x = natural(rng, 1)[0]
+    form = [x.copy()]
+    for j in rng.choice(D, size=3, replace=False):
+        x = x.copy()
+        x[j] = round(x[j] + 0.01, 3)
+        form += [x.copy()] * 3  # the correction and two client retries of it
+    s = with_caller(rng, s, np.array(form), "clerk", 3000.0, 20.0)
+    a = natural(rng, 1)[0]
+    b = a.copy()
+    b[0] = round(b[0] + 0.01, 3)
+    s = with_caller(rng, s, np.array([a] * 40 + [b] * 40), "canary", 1000.0, 30.0)
+    det = CampaignDetector(ctx(), sparse=0)
+    found = [x for x in run(det, s, 700) if not x.is_update]
+    assert not found, [(x.client_id, x.explanation["summary"]) for x in found]
+    # control: the corrections themselves are near-duplicates (3 of them), the canary's change one
+    hits = [x for x in run(CampaignDetector(ctx(), sparse=0, threshold=3), s, 700) if not x.is_update]
+    assert [x.client_id for x in hits] == ["clerk"]
+
+
 def test_very_discrete_data_disable_the_sparse_rule() -> None:
     rng = np.random.default_rng(5)
     # 12 skewed three-level codes: records share most values, natural neighbours differ in 0-2 of them
