@@ -84,6 +84,13 @@ def resolve_ranges(lookup: OffsetLookup, topics: Iterable[str], from_ms: int, to
     return out
 
 
+#: Records one poll may return: more than any fetch holds (the fetch size bounds it, one partition's
+#: ``max_partition_fetch_bytes``), so every poll drains what was fetched. Records a poll leaves behind
+#: are not returned once their partition is paused and resumed (kafka-python 3.0): with a cap of
+#: 2,000 every partition of a 100,000-event range stalled at offset 2,000.
+_DRAIN = 1 << 30
+
+
 class KafkaRangeReader:
     """Resolves and reads partition ranges with one group-less consumer.
 
@@ -91,11 +98,9 @@ class KafkaRangeReader:
     answer within it is reported as unreachable.
     """
 
-    def __init__(self, settings: KafkaClientSettings, *, timeout_s: float = 10.0, fetch_max_wait_ms: int = 200,
-                 max_poll_records: int = 2000) -> None:
+    def __init__(self, settings: KafkaClientSettings, *, timeout_s: float = 10.0, fetch_max_wait_ms: int = 200) -> None:
         self.settings = settings
         self._timeout_ms = max(1000, int(timeout_s * 1000))
-        self._max_poll_records = max_poll_records
         opts = settings.client_options()
         opts["request_timeout_ms"] = max(self._timeout_ms, fetch_max_wait_ms + 1000)
         try:
@@ -110,7 +115,7 @@ class KafkaRangeReader:
                 allow_auto_create_topics=False,
                 bootstrap_timeout_ms=self._timeout_ms,
                 fetch_max_wait_ms=fetch_max_wait_ms,
-                max_poll_records=max_poll_records,
+                max_poll_records=_DRAIN,
             )
         except kafka_errors.KafkaError as exc:
             raise RangeError(f"Kafka at {settings.bootstrap_servers} is unreachable "
@@ -168,7 +173,7 @@ class KafkaRangeReader:
                 return
             self._consumer.resume(tp)
             try:
-                fetched = self._consumer.poll(timeout_ms=500, max_records=self._max_poll_records)
+                fetched = self._consumer.poll(timeout_ms=500, max_records=_DRAIN)
             except kafka_errors.KafkaError as exc:
                 raise RangeError(f"reading {r.topic}[{r.partition}] failed: {exc}") from exc
             finally:
