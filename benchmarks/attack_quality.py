@@ -33,7 +33,7 @@ import attack_traffic as T  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detectors.attack import CampaignDetector, ExtractionDetector, OutlierDetector  # noqa: E402
-from detectors.attack._common import tail_threshold  # noqa: E402
+from detectors.attack.subspace import tail_threshold  # noqa: E402
 from detectors.base import DetectorContext  # noqa: E402
 from pipeline.events import FeatureSchema, RouteKey, batch_from_arrays  # noqa: E402
 

@@ -65,20 +65,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.attack._common import (
+from detectors.attack._sparse import NONE, ValueHasher, fewest_differing
+from detectors.attack.callers import (
     CallerTable,
-    WarmupBuffer,
     caller_codes,
     first_occurrences,
     make_layout,
     ring_advance,
     ring_write,
-    robust_scale,
-    standardise,
-    take_batch,
     window_index,
 )
-from detectors.attack._sparse import NONE, ValueHasher, fewest_differing
+from detectors.attack.reference import WarmupBuffer, take_batch
+from detectors.attack.scaling import robust_scale, standardise
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,

@@ -61,11 +61,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.stats import norm
 
-from detectors.attack._common import (
+from detectors.attack._shift import ShiftMonitor
+from detectors.attack.callers import (
     CallerTable,
-    CappedReference,
-    SubspaceModel,
-    WarmupBuffer,
     Window,
     caller_codes,
     first_occurrences,
@@ -73,11 +71,11 @@ from detectors.attack._common import (
     make_layout,
     ring_advance,
     ring_write,
-    standardise,
-    take_batch,
     window_index,
 )
-from detectors.attack._shift import ShiftMonitor
+from detectors.attack.reference import CappedReference, WarmupBuffer, take_batch
+from detectors.attack.scaling import standardise
+from detectors.attack.subspace import SubspaceModel
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,

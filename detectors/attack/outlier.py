@@ -4,10 +4,10 @@ Method
 ------
 **Reference.** The detector learns "normal" from a *caller-capped* reference: the first
 ``reference_events`` events of the route in which no caller holds more than ``caller_cap`` of
-the rows (:class:`~detectors.attack._common.CappedReference`; a batch job or a busy partner
+the rows (:class:`~detectors.attack.reference.CappedReference`; a batch job or a busy partner
 cannot define the manifold). Reference events are not scored.
 
-**Model** (:class:`~detectors.attack._common.SubspaceModel`). Per-feature monotone transforms
+**Model** (:class:`~detectors.attack.subspace.SubspaceModel`). Per-feature monotone transforms
 learned on the reference (heavy-tailed amounts, counts, durations and ratios to a log scale), a
 robust standardisation (median, IQR) and a whitened PCA basis. Each event gets three statistics:
 
@@ -24,7 +24,7 @@ robust standardisation (median, IQR) and a whitened PCA basis. Each event gets t
 **Calibration.** Each statistic is divided by its own threshold for a false-positive rate of
 ``context.event_fpr / 3``, set on cross-fitted held-out scores of the reference (two halves, each
 scored by a model fitted on the other) with a generalised-Pareto tail fit (see
-:func:`~detectors.attack._common.tail_threshold`); an event is flagged when the largest of the
+:func:`~detectors.attack.subspace.tail_threshold`); an event is flagged when the largest of the
 three exceeds 1 (a Bonferroni split of the budget). Nothing is memorised: benign inputs that never
 occurred in the reference score low as long as they lie on the reference manifold.
 
@@ -62,8 +62,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.attack._common import CappedReference, SubspaceModel
 from detectors.attack._shift import ShiftMonitor
+from detectors.attack.reference import CappedReference
+from detectors.attack.subspace import SubspaceModel
 from detectors.base import (
     EMPTY_OUTPUT,
     Detector,
