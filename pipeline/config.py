@@ -192,17 +192,17 @@ def _known_detectors() -> set[str]:
 def _with_default_detectors(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """A file's ``defaults.detectors`` mapping merged onto the default detector set (a file that
     tunes ``drift`` alone must not switch the attack detectors off); unknown names are errors."""
-    known = _known_detectors()
     sections = [("defaults", data.get("defaults"))] + [
         (f"models.{name}", m) for name, m in (data.get("models") or {}).items() if isinstance(m, dict)
     ]
-    for where, section in sections:
-        dets = section.get("detectors") if isinstance(section, dict) else None
-        if isinstance(dets, dict):
-            for name in dets:
-                if name not in known:
-                    raise ConfigError(f"invalid config {path}: {where}.detectors: unknown detector {name!r} "
-                                      f"(known: {', '.join(sorted(known))})")
+    named = [(where, name) for where, section in sections if isinstance(section, dict)
+             and isinstance(section.get("detectors"), dict) for name in section["detectors"]]
+    if named:  # importing the detector families only when the file names detectors
+        known = _known_detectors()
+        for where, name in named:
+            if name not in known:
+                raise ConfigError(f"invalid config {path}: {where}.detectors: unknown detector {name!r} "
+                                  f"(known: {', '.join(sorted(known))})")
     defaults = data.get("defaults")
     if isinstance(defaults, dict) and isinstance(defaults.get("detectors"), dict):
         merged: dict[str, Any] = {name: {} for name in DEFAULT_DETECTORS}
