@@ -13,23 +13,56 @@ from detectors.drift.callers import variance_codes
 from detectors.drift.scan import CHUNK_BLOCKS, empty_state, scan_chunk, statistic
 from detectors.drift.settings import DriftSettings
 
+MIN_EPISODES = 15  # expected null episodes a simulation must hold to calibrate empirically
+
 
 def calibrate(
-    model: dict[str, Any], s: DriftSettings, bins: np.ndarray, codes: np.ndarray, seed: int
+    model: dict[str, Any],
+    s: DriftSettings,
+    bins: np.ndarray,
+    codes: np.ndarray,
+    seed: int,
 ) -> tuple[float, dict[str, Any]]:
     """Threshold and calibration record; sets the model's joint tests' ``group_gc`` and ``group_dof``.
 
     The null stream (``calibration_events``, at least 30 budgets up to 400,000 when the budget is
     small enough to calibrate empirically) repeats runs of consecutive events of one caller drawn
-    with replacement from the reference (``bins``, ``codes``), seeded by ``seed``.
+    with replacement from the reference (``bins``, ``codes``), seeded by ``seed``; it sets the
+    joint tests' genomic-control factors and the threshold (see :func:`calibrate_threshold`).
     """
     rng = np.random.default_rng(seed)
+    n_sim = null_events(s)
+    res = simulate(model, s, bins, codes, rng, n_sim, live=False)
+    fit_joint_gc(model, res)
+    per_w, _, _ = statistic(model, res)
+    stat = per_w.max(1)
+    n_events = len(res["valid"]) * s.block_size
+    n_tests = int(model["tested"].sum()) + len(model["group_names"])
+    tests_per_event = n_tests * len(s.window_sizes) / s.block_size
+    h, info = calibrate_threshold(stat, n_events, s.budget, s.quiet_windows, tests_per_event, MIN_EPISODES)
+    info["seed"] = int(seed)
+    info["single_tests"] = int(model["tested"].sum())
+    info["joint_tests"] = {nm: {"dof": round(float(d), 2), "genomic_control": round(float(c), 4)}
+                           for nm, d, c in zip(model["group_names"], model["group_dof"], model["group_gc"], strict=True)}
+    return h, info
+
+
+def null_events(s: DriftSettings) -> int:
+    """Length of the simulated null stream: ``calibration_events``, raised to 30 budgets (at most
+    400,000) when that makes the budget small enough to calibrate empirically."""
+    if s.calibration_events < 30 * s.budget <= 400_000:
+        return int(30 * s.budget)
+    return s.calibration_events
+
+
+def simulate(
+    model: dict[str, Any], s: DriftSettings, bins: np.ndarray, codes: np.ndarray,
+    rng: np.random.Generator, n_sim: int, live: bool,
+) -> dict[str, Any]:
+    """Scan a null stream of ``n_sim`` events: runs of consecutive events of one caller drawn with
+    replacement from ``bins`` / ``codes`` (anonymous events in runs of ``anonymous_run``
+    positions, their pseudo-callers, so serial dependence among them is resampled too)."""
     n = len(codes)
-    n_sim = s.calibration_events
-    if n_sim < 30 * s.budget <= 400_000:
-        n_sim = int(30 * s.budget)
-    # runs of consecutive events of one caller; anonymous events in runs of ``anonymous_run``
-    # positions (their pseudo-callers), so serial dependence among them is resampled too
     vcodes = variance_codes(codes, s.anonymous_run)
     brk = np.flatnonzero(vcodes[1:] != vcodes[:-1]) + 1
     starts = np.concatenate([[0], brk])
@@ -50,10 +83,14 @@ def calibrate(
     parts: list[dict[str, Any]] = []
     chunk = CHUNK_BLOCKS * step
     for c0 in range(0, len(idx), chunk):
-        res, state = scan_chunk(model, s, sim_bins[c0 : c0 + chunk], sim_codes[c0 : c0 + chunk], state, False, False)
+        res, state = scan_chunk(model, s, sim_bins[c0 : c0 + chunk], sim_codes[c0 : c0 + chunk], state, live, False)
         parts.append(res)
-    res = {k: np.concatenate([p[k] for p in parts]) for k in ("single", "q", "valid")}
-    # genomic control: deflate a joint test whose simulated null median exceeds chi-square's
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("single", "q", "valid")}
+
+
+def fit_joint_gc(model: dict[str, Any], res: dict[str, Any]) -> None:
+    """Genomic control: deflate a joint test whose simulated null is wider than chi-square
+    (sets ``group_gc`` and, for the covariance test, a Satterthwaite ``group_dof``)."""
     m = model
     valid = res["valid"]
     gc = np.ones(len(m["group_names"]))
@@ -81,13 +118,3 @@ def calibrate(
             gc[g] = max(1.0, float(np.median(qv)) / float(chdtri(dof, 0.5)))
     m["group_gc"] = gc
     m["group_dof"] = dofs
-    per_w, _, _ = statistic(m, res)
-    stat = per_w.max(1)
-    n_tests = int(m["tested"].sum()) + len(m["group_names"])
-    tests_per_event = n_tests * len(s.window_sizes) / step
-    h, info = calibrate_threshold(stat, len(idx), s.budget, s.quiet_windows, tests_per_event)
-    info["seed"] = int(seed)
-    info["single_tests"] = int(m["tested"].sum())
-    info["joint_tests"] = {nm: {"dof": round(float(d), 2), "genomic_control": round(float(c), 4)}
-                           for nm, d, c in zip(m["group_names"], m["group_dof"], gc, strict=True)}
-    return h, info
