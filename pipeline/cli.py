@@ -453,7 +453,7 @@ def run_cmd(
     labels_topic: Annotated[str, typer.Option("--labels-topic", help="Delayed labels topic ('' for none).")] = "labels",
     group: Annotated[str, typer.Option("--group", help="Consumer group id.")] = "infersentry",
     config: ConfigOption = None,
-    until_idle: Annotated[float | None, typer.Option("--until-idle", help="Also exit 0 after this many seconds without new messages.")] = None,
+    until_idle: Annotated[float | None, typer.Option("--until-idle", help="Also exit 0 after this many seconds without new messages (counted once partitions are assigned).")] = None,
     run: Annotated[str, typer.Option("--run", help="Run name for the live results.")] = "live",
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics (throughput, alerts, lag) on this port.")] = None,
     bootstrap: BootstrapOption = "127.0.0.1:9092",

@@ -25,6 +25,10 @@ from pipeline.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+# With ``until_idle``: longest extra wait for a first partition assignment (a crashed member's
+# partitions return to the group only when its session times out, 10 s by default)
+ASSIGNMENT_WAIT_SECONDS = 60.0
+
 
 @dataclass
 class LiveStatus:
@@ -70,7 +74,12 @@ def run_live(
     status_every: float = 10.0,
     metrics: RunMetrics | None = None,
 ) -> RunTotals:
-    """Consume until stopped (or idle for ``until_idle`` seconds); returns the totals."""
+    """Consume until stopped (or idle for ``until_idle`` seconds); returns the totals.
+
+    Idle time counts only while the consumer owns partitions: after a crash the group gives the
+    dead member's partitions back only when its session times out, and a restart with
+    ``until_idle`` waits for them (at most ``until_idle + ASSIGNMENT_WAIT_SECONDS``).
+    """
     stop = stop if stop is not None else StopFlag()  # (a StopFlag is falsy until set)
     source_desc = f"kafka://{settings.bootstrap_servers}/{predictions_topic}" + (f"+{labels_topic}" if labels_topic else "")
     pipeline = Pipeline(store, config, run, "live", source_desc)
@@ -92,6 +101,14 @@ def run_live(
                 if metrics is not None:
                     metrics.observe(result)
                 _commit(source, pipeline, {(m.source, m.partition) for m in messages})
+            elif until_idle is not None and not source.assignment():
+                # not idle but waiting: a group restarting after a crash holds the partitions of
+                # the dead member until its session times out; bounded, for a group with no
+                # partition left for this process
+                idle_since = time.monotonic()
+                if time.monotonic() - started >= until_idle + ASSIGNMENT_WAIT_SECONDS:
+                    log.warning("no partitions assigned within %.0fs: stopping", until_idle + ASSIGNMENT_WAIT_SECONDS)
+                    break
             elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                 log.info("no new messages for %.1fs: stopping", until_idle)
                 break
