@@ -50,11 +50,11 @@ def checkpointed_events(store: Store, run: str) -> int:
                                 .where(checkpoints.c.run == run)).scalar_one())
 
 
-def start_run(bootstrap: str, topic: str, group: str, db: str, config: Path, log: Path) -> subprocess.Popen[str]:
+def start_run(bootstrap: str, topic: str, group: str, db: str, run: str, config: Path, log: Path) -> subprocess.Popen[str]:
     with open(log, "a") as sink:  # a file, not a pipe: a full pipe would block the child
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run", "--bootstrap", bootstrap, "--topic", topic, "--labels-topic", "",
-             "--group", group, "--db", db, "--config", str(config)],
+             "--group", group, "--db", db, "--run", run, "--config", str(config)],
             stdout=sink, stderr=subprocess.STDOUT, text=True, env={**os.environ, "INFERSENTRY_LOG_LEVEL": "WARNING"})
 
 
@@ -65,7 +65,7 @@ def kill_after_checkpoint_passes(proc: subprocess.Popen[str], store: Store, run:
     while time.monotonic() < deadline:
         time.sleep(0.05)
         assert proc.poll() is None, log.read_text()[-2000:]
-        done = checkpointed_events(store, run) if Path(str(store.engine.url.database)).exists() else 0
+        done = checkpointed_events(store, run)
         if done > beyond:
             time.sleep(0.15)  # into the next batches, past the snapshot
             proc.send_signal(signal.SIGKILL)
@@ -75,7 +75,7 @@ def kill_after_checkpoint_passes(proc: subprocess.Popen[str], store: Store, run:
 
 
 def test_sigkill_twice_then_restart_equals_an_uninterrupted_run(kafka_broker: str, unique_name: str,
-                                                                tmp_path: Path) -> None:
+                                                                db_url: str, tmp_path: Path) -> None:
     topic = f"p-{unique_name}"
     settings = KafkaClientSettings(bootstrap_servers=kafka_broker)
     # drift and attackers (so every detector family writes), on 2 partitions
@@ -85,33 +85,33 @@ def test_sigkill_twice_then_restart_equals_an_uninterrupted_run(kafka_broker: st
     config = tmp_path / "monitor.yaml"
     config.write_text(f"batch_size: {BATCH}\ncheckpoint_every_events: {CHECKPOINT_EVERY}\n")
 
-    calm = Store(make_engine(f"sqlite:///{tmp_path}/calm.db"))
-    totals = run_live(calm, cfg, settings, run="live", group=f"calm-{unique_name}", predictions_topic=topic,
+    store = Store(make_engine(db_url))
+    totals = run_live(store, cfg, settings, run="calm", group=f"calm-{unique_name}", predictions_topic=topic,
                       labels_topic=None, until_idle=3.0)
     assert totals.events == N_EVENTS
 
-    db = f"sqlite:///{tmp_path}/crashed.db"
-    crashed = Store(make_engine(db))
     group, log = f"crash-{unique_name}", tmp_path / "run.log"
-    first = kill_after_checkpoint_passes(start_run(kafka_broker, topic, group, db, config, log), crashed, "live", 0, log)
-    second = kill_after_checkpoint_passes(start_run(kafka_broker, topic, group, db, config, log), crashed, "live",
-                                          first, log)
+    first = kill_after_checkpoint_passes(start_run(kafka_broker, topic, group, db_url, "crash", config, log), store,
+                                         "crash", 0, log)
+    second = kill_after_checkpoint_passes(start_run(kafka_broker, topic, group, db_url, "crash", config, log), store,
+                                          "crash", first, log)
     assert 0 < first < second < N_EVENTS, (first, second)
-    rest = run_live(crashed, cfg, settings, run="live", group=group, predictions_topic=topic, labels_topic=None,
+    rest = run_live(store, cfg, settings, run="crash", group=group, predictions_topic=topic, labels_topic=None,
                     until_idle=3.0)
     # the restart resumed from the last snapshot (the second process's events after it are scored
     # again) and every event is in the final state exactly once
     assert N_EVENTS - second <= rest.events < N_EVENTS, (second, rest.events)
-    assert checkpointed_events(crashed, "live") == N_EVENTS
+    assert checkpointed_events(store, "crash") == N_EVENTS
 
-    calm_alerts = rows(calm, alerts, "live", ALERT_COLUMNS)
-    assert {r[ALERT_COLUMNS.index(alerts.c.kind)] for r in calm_alerts} >= {"drift"}, "the stream must raise alerts"
-    assert rows(crashed, alerts, "live", ALERT_COLUMNS) == calm_alerts
-    assert rows(crashed, flagged_events, "live") == rows(calm, flagged_events, "live")
-    assert rows(crashed, dead_letters, "live") == rows(calm, dead_letters, "live")
-    assert rows(crashed, window_stats, "live") == rows(calm, window_stats, "live")
+    calm_alerts = rows(store, alerts, "calm", ALERT_COLUMNS)
+    kinds = {r[ALERT_COLUMNS.index(alerts.c.kind)] for r in calm_alerts}
+    assert {"drift", "attack_campaign"} <= kinds, kinds  # the stream must make the detectors write
+    assert rows(store, alerts, "crash", ALERT_COLUMNS) == calm_alerts
+    assert rows(store, flagged_events, "crash") == rows(store, flagged_events, "calm")
+    assert rows(store, dead_letters, "crash") == rows(store, dead_letters, "calm")
+    assert rows(store, window_stats, "crash") == rows(store, window_stats, "calm")
     positions = {}
-    with crashed.engine.connect() as conn:
-        for r in conn.execute(select(checkpoints).where(checkpoints.c.run == "live")).mappings():
+    with store.engine.connect() as conn:
+        for r in conn.execute(select(checkpoints).where(checkpoints.c.run == "crash")).mappings():
             positions.update(orjson.loads(r["positions"]))
     assert sum(v for k, v in positions.items() if k.startswith(topic)) == N_EVENTS
