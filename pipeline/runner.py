@@ -95,6 +95,7 @@ class Pipeline:
                 "positions": snap["positions"],
                 "state": statecodec.encode(snap),
                 "events": scope.events,
+                "duplicates": scope.duplicates,
                 "last_event_ts": scope.watermark if scope.watermark > float("-inf") else None,
             })
         return out

@@ -48,7 +48,7 @@ class RunReport:
     events: int
     dead_letters: int
     dead_letters_by_reason: dict[str, int]
-    duplicates: int | None  # not stored by the pipeline: None
+    duplicates: int | None  # redeliveries skipped; None for runs written before they were stored
     first_event_at: str | None
     last_event_at: str | None
     first_alert_at: str | None
@@ -110,7 +110,7 @@ def build_report(store: Store, run: str, top: int = 10) -> RunReport:
         events=int(row["events"] or 0),
         dead_letters=int(row["dead_letters"] or 0),
         dead_letters_by_reason={k: reasons[k] for k in sorted(reasons, key=lambda r: (-reasons[r], r))},
-        duplicates=None,
+        duplicates=None if row["duplicates"] is None else int(row["duplicates"]),
         first_event_at=format_ts(row["first_event_ts"]),
         last_event_at=format_ts(row["last_event_ts"]),
         first_alert_at=alerts[0]["raised_at"] if alerts else None,

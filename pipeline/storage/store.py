@@ -102,7 +102,8 @@ class Store:
     def write(self, run: str, result: BatchResult, snapshots: list[dict[str, Any]] | None = None) -> None:
         """Write a batch's rows and, optionally, checkpoints (then run counters), in one transaction.
 
-        ``snapshots`` items: ``{"scope", "positions", "state", "events", "last_event_ts"}``.
+        ``snapshots`` items: ``{"scope", "positions", "state", "events", "last_event_ts"}`` and optionally
+        ``"duplicates"`` (redeliveries skipped).
         """
         def go() -> None:
             with self.engine.begin() as conn:
@@ -121,9 +122,9 @@ class Store:
                     upsert(conn, checkpoints, [
                         {"run": run, "scope": s["scope"], "positions": orjson.dumps(s["positions"]).decode(),
                          "state": s["state"], "state_format": STATE_FORMAT, "events": s["events"],
-                         "last_event_ts": s["last_event_ts"], "saved_at": _now()}
+                         "duplicates": s.get("duplicates"), "last_event_ts": s["last_event_ts"], "saved_at": _now()}
                         for s in fresh
-                    ], ("positions", "state", "state_format", "events", "last_event_ts", "saved_at"))
+                    ], ("positions", "state", "state_format", "events", "duplicates", "last_event_ts", "saved_at"))
                 if fresh:
                     self._refresh_run_counters(conn, run)
         self._retry("write", go)
@@ -135,6 +136,7 @@ class Store:
         cp = checkpoints.c
         conn.execute(update(runs).where(runs.c.run == run).values(
             events=select(func.coalesce(func.sum(cp.events), 0)).where(cp.run == run).scalar_subquery(),
+            duplicates=select(func.sum(cp.duplicates)).where(cp.run == run).scalar_subquery(),
             last_event_ts=select(func.max(cp.last_event_ts)).where(cp.run == run).scalar_subquery(),
             dead_letters=select(func.count()).select_from(dead_letters)
             .where(dead_letters.c.run == run).scalar_subquery(),

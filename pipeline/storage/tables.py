@@ -36,6 +36,7 @@ runs = Table(
     Column("status", String(16), nullable=False),  # running | finished | failed
     Column("events", BigInteger, nullable=False, default=0),
     Column("dead_letters", Integer, nullable=False, default=0),
+    Column("duplicates", BigInteger),  # redeliveries skipped (NULL: written before they were counted)
     Column("first_event_ts", Float),
     Column("last_event_ts", Float),
     Column("started_at", String(32)),  # wall clock, informational only
@@ -155,6 +156,7 @@ checkpoints = Table(
     Column("state_format", String(32), nullable=False),
     Column("events", BigInteger, nullable=False),
     Column("last_event_ts", Float),
+    Column("duplicates", BigInteger),  # redeliveries skipped in this scope
     Column("saved_at", String(32)),  # wall clock, informational only
 )
 

@@ -48,8 +48,10 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     d = tmp_path_factory.mktemp("audit")
     preds, labels = d / "p.jsonl", d / "l.jsonl"
     write_jsonl(generate("mixed", n_events=6000, seed=11), preds, labels)
-    with preds.open("ab") as fh:  # dead letters with two reasons
+    lines = preds.read_bytes().splitlines(keepends=True)
+    with preds.open("ab") as fh:  # dead letters with two reasons, and two redeliveries
         fh.write(b'{"event_id": "bad", "ts": NaN}\n{"event_id": "x"}\n{"event_id": "y"}\n')
+        fh.write(lines[-1] + lines[-7])
     (d / "drift.yml").write_text(DRIFT_CHANGED)
     (d / "outlier-off.yml").write_text(OUTLIER_OFF)
     return preds, labels, d
@@ -153,7 +155,7 @@ def test_report_counts_match_sql_and_are_deterministic(db_url: str, stream: tupl
     assert rep["run"]["input_fingerprint"] == run["input_fingerprint"] and rep["run"]["source"] == run["source"]
     assert rep["events"] == run["events"] == 6000
     assert rep["dead_letters"] == n_dead == 3 and sum(rep["dead_letters_by_reason"].values()) == 3
-    assert len(rep["dead_letters_by_reason"]) == 2 and rep["duplicates"] is None
+    assert len(rep["dead_letters_by_reason"]) == 2 and rep["duplicates"] == run["duplicates"] == 2
     assert rep["alerts"] == total and sum(rep["by_model"].values()) == total
     assert {(k, s): n for k, sev in rep["by_kind_severity"].items() for s, n in sev.items()} == {
         (k, s): n for k, s, n in by_ks}
