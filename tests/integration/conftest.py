@@ -13,7 +13,7 @@ import random
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +83,9 @@ def unique_name() -> str:
 def port_pair() -> tuple[int, int]:
     """Two adjacent free ports (client, controller) for a test that starts its own broker."""
     return free_port_pair()
+
+
+@pytest.fixture
+def pick_port_pair() -> Callable[[], tuple[int, int]]:
+    """:func:`free_port_pair` itself, for a test that may need new ports after losing a race."""
+    return free_port_pair
