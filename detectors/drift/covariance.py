@@ -42,7 +42,6 @@ def fit_covariance(
         return
     nb = s.n_bins_total
     kept = keep_mask(codes, s.cov_step, 1)
-    a_ref = float(caller_square_sums(vcodes, kept, np.array([len(codes)]), len(codes))[0])
     w = kept.astype(np.float64)
     sw = float(w.sum())
     gtab = np.zeros((d, nb))
@@ -79,6 +78,24 @@ def fit_covariance(
     model["cov_c2"] = np.inf
     y2 = (whitened(bins[kept], model) ** 2).sum(1)
     model["cov_c2"] = float(np.ceil(np.quantile(y2, s.cov_clip_quantile)))
+    fit_cov_moments(bins, codes, vcodes, model, s)
+    model["group_names"] = [*model["group_names"], "inputs:covariance"]
+    model["group_dof"] = np.append(model["group_dof"], float(len(iu[0])))
+    model["group_gc"] = np.append(model["group_gc"], 1.0)
+
+
+def fit_cov_moments(
+    bins: np.ndarray, codes: np.ndarray, vcodes: np.ndarray, model: dict[str, Any], s: DriftSettings,
+    min_rho: float = 0.0,
+) -> None:
+    """The covariance test's reference moments on ``bins`` (whitening and clipping as fitted): the
+    products' means, variances and between-caller share (at least ``min_rho``), and the
+    reference's own error."""
+    kept = keep_mask(codes, s.cov_step, 1)
+    a_ref = float(caller_square_sums(vcodes, kept, np.array([len(codes)]), len(codes))[0])
+    w = kept.astype(np.float64)
+    sw = float(w.sum())
+    iu = model["cov_iu"]
     Y = whitened(bins, model)
     P = Y[:, iu[0]] * Y[:, iu[1]]
     mu = (w[:, None] * P).sum(0) / sw
@@ -87,13 +104,10 @@ def fit_covariance(
     # then each product's window variance is var_k * c(window) and the statistic is a plain
     # sum of squares of pre-scaled products, the cheap form needed at 2,000 products
     share = between_caller_variance(P[kept], vcodes[kept], var) / var
-    rho = float(np.clip(np.median(share), s.min_caller_correlation, 1.0))
+    rho = float(np.clip(max(float(np.median(share)), min_rho), s.min_caller_correlation, 1.0))
     c_ref = (rho * a_ref + (1.0 - rho) * sw) / sw**2
     isd = 1.0 / np.sqrt(var)
     model.update(cov_mu=mu * isd, cov_isd=isd, cov_rho=rho, cov_cref=c_ref)
-    model["group_names"] = [*model["group_names"], "inputs:covariance"]
-    model["group_dof"] = np.append(model["group_dof"], float(len(mu)))
-    model["group_gc"] = np.append(model["group_gc"], 1.0)
 
 
 def whitened(bins: np.ndarray, model: dict[str, Any]) -> np.ndarray:

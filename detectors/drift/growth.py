@@ -80,6 +80,11 @@ class ReferenceGrowth:
         self.open_kept = 0.0
         self.open_callers: dict[int, int] = {}
         self.open_broken = False  # a block of the open time block was skipped: it is not kept
+        # the grown reference's events themselves (bins, caller codes), kept while a recalibration
+        # on them is still to come (see ``DriftDetector._recalibrate``)
+        self.keep_events = False
+        self.ev_bins: list[np.ndarray] = []
+        self.ev_codes: list[np.ndarray] = []
 
     @property
     def active(self) -> bool:
@@ -109,9 +114,19 @@ class ReferenceGrowth:
         return block == self.next_block and self.events + self.pending_events < self.max_events
 
     def absorb(
-        self, block: int, counts: np.ndarray, score_sums: np.ndarray, kept_codes: np.ndarray, last_ts: float
+        self,
+        block: int,
+        counts: np.ndarray,
+        score_sums: np.ndarray,
+        kept_codes: np.ndarray,
+        last_ts: float,
+        events: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """Add one monitored block: its bin counts, score sums and the caller codes of its kept events."""
+        """Add one monitored block: its bin counts, score sums and the caller codes of its kept events
+        (and, while they are kept, its events' bins and caller codes)."""
+        if self.keep_events and events is not None:
+            self.ev_bins.append(events[0])
+            self.ev_codes.append(events[1])
         self.pending_counts += counts
         self.pending_events += self.block_size
         self.next_block = block + 1
@@ -159,6 +174,15 @@ class ReferenceGrowth:
         self.pending_events = 0
         return counts, n
 
+    def reference_events(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bins and caller codes of every event of the reference (initial and absorbed, in order)."""
+        return np.concatenate(self.ev_bins), np.concatenate(self.ev_codes)
+
+    def drop_events(self) -> None:
+        """Stop keeping the reference's events (no recalibration is to come)."""
+        self.keep_events = False
+        self.ev_bins, self.ev_codes = [], []
+
     def caller_square_sum(self) -> float:
         """``sum_g K_g^2`` over the (grown and pending) reference's callers."""
         return float(sum(v * v for v in self.callers.values()))
@@ -184,6 +208,9 @@ class ReferenceGrowth:
             "open_broken": self.open_broken,
             "open_codes": np.array(list(self.open_callers.keys()), dtype=np.int64),
             "open_counts": np.array(list(self.open_callers.values()), dtype=np.int64),
+            "keep_events": self.keep_events,
+            "ev_bins": np.concatenate(self.ev_bins) if self.ev_bins else np.zeros((0, self.pending_counts.shape[0]), np.uint8),
+            "ev_codes": np.concatenate(self.ev_codes) if self.ev_codes else np.zeros(0, np.int64),
         }
 
     def load(self, st: dict[str, Any]) -> None:
@@ -207,3 +234,7 @@ class ReferenceGrowth:
         self.open_broken = bool(st["open_broken"])
         ocodes = np.asarray(st["open_codes"], dtype=np.int64).tolist()
         self.open_callers = dict(zip(ocodes, np.asarray(st["open_counts"], dtype=np.int64).tolist(), strict=True))
+        self.keep_events = bool(st["keep_events"])
+        ev_bins = np.asarray(st["ev_bins"], dtype=np.uint8).reshape(-1, self.pending_counts.shape[0])
+        ev_codes = np.asarray(st["ev_codes"], dtype=np.int64)
+        self.ev_bins, self.ev_codes = ([ev_bins], [ev_codes]) if len(ev_codes) else ([], [])

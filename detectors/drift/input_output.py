@@ -78,7 +78,7 @@ from detectors.drift.callers import caller_codes, variance_codes
 from detectors.drift.channels import OUTPUTS, assign_bins, numeric_matrix, to_float
 from detectors.drift.explain import explain, top_callers, window_info, window_stats
 from detectors.drift.growth import ReferenceGrowth
-from detectors.drift.reference import fit_reference, load_model, refit_moments
+from detectors.drift.reference import fit_reference, load_model, refit_caller_shares, refit_moments
 from detectors.drift.scan import CHUNK_BLOCKS, ScanState, n_pp, scan_chunk, statistic
 from detectors.drift.settings import DriftSettings, drift_settings
 from detectors.drift.temporal import temporal_gc, time_block_stats
@@ -182,7 +182,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 7
+    state_version: ClassVar[int] = 8
 
     def __init__(
         self,
@@ -249,6 +249,8 @@ class DriftDetector(Detector):
         self.hist_codes = np.empty(0, dtype=np.int64)  # last hist_len events of complete blocks
         self.hist_keep = np.empty(0, dtype=bool)
         self.hist_ts = np.empty(0, dtype=np.float64)
+        self.hist_bins = np.empty((0, 0), dtype=np.uint8)
+        self.calibrated_at = 0
         self.blocks = np.empty((0, 0, s.n_bins_total), dtype=np.int64)
         self.block_cs = np.empty((0, 0), dtype=np.float64)
         self.block_sw = np.empty(0, dtype=np.int64)
@@ -312,8 +314,11 @@ class DriftDetector(Detector):
         self._start_monitoring()
         self.growth = None
         n = X.shape[0]
+        self.calibrated_at = n
         if source.startswith("first") and s.max_reference_size > n:
             self.growth = self._new_growth(fit.scores, fit.kept, fit.vcodes, n)
+            self.growth.keep_events = True
+            self.growth.ev_bins, self.growth.ev_codes = [fit.bins], [codes]
 
     def _temporal_gc(self, sums: np.ndarray, n_b: np.ndarray, a_b: np.ndarray) -> np.ndarray:
         """The joint tests' time-block inflation factors (see :func:`temporal.temporal_gc`)."""
@@ -356,6 +361,7 @@ class DriftDetector(Detector):
         self.block_cs = np.zeros((0, len(self.model["chan"])), dtype=np.float64)
         self.block_sw = np.zeros(0, dtype=np.int64)
         self.block_pp = np.zeros((0, n_pp(self.model)), dtype=np.float64)
+        self.hist_bins = np.zeros((0, nch), dtype=np.uint8)
 
     # ------------------------------------------------------------------ monitoring
     def process(self, batch: EventBatch) -> DetectorOutput:
@@ -488,17 +494,22 @@ class DriftDetector(Detector):
                     self.model, s, self.name, res["z"][j, last], info, n_here // big - 1, float(span_ts[e - big]),
                     close_ts, best, self.threshold,
                 ))
+        span_bins = np.concatenate([self.hist_bins, bins_c]) if self.growth is not None and self.growth.keep_events else bins_c
         if self.growth is not None and self.growth.active:
-            self._absorb(res, per_w.max(1), np.concatenate([self.hist_codes, codes_c]), span_ts, len(self.blocks))
+            self._absorb(res, per_w.max(1), np.concatenate([self.hist_codes, codes_c]), span_ts, len(self.blocks),
+                         span_bins)
         (
             self.blocks, self.block_cs, self.block_sw, self.hist_codes, self.hist_keep, self.n_blocks, self.block_pp
         ) = new_state
         self.hist_ts = span_ts[-s.hist_len :].copy()
+        if self.growth is not None and self.growth.keep_events:
+            self.hist_bins = span_bins[-s.hist_len :].copy()
         if self.growth is not None and self.n_blocks % CHUNK_BLOCKS == 0 and self.growth.due():
             self._grow_reference()
 
     def _absorb(
-        self, res: dict[str, Any], stats: np.ndarray, span_codes: np.ndarray, span_ts: np.ndarray, nb0: int
+        self, res: dict[str, Any], stats: np.ndarray, span_codes: np.ndarray, span_ts: np.ndarray, nb0: int,
+        span_bins: np.ndarray,
     ) -> None:
         """Hand the blocks that no later window can contain to the growth books, if every window that
         contained them stayed below the threshold (``stats``: the chunk's closes' statistics)."""
@@ -526,18 +537,52 @@ class DriftDetector(Detector):
             p0 = len(span_codes) - (len(allb) - j) * step
             sl = slice(p0, p0 + step)
             sums = np.einsum("cb,cb->c", allb[j][m["chan"], :].astype(np.float64), m["tab"])
-            g.absorb(b, allb[j], sums, vcodes[sl][keep[sl]], float(span_ts[p0 + step - 1]))
+            g.absorb(b, allb[j], sums, vcodes[sl][keep[sl]], float(span_ts[p0 + step - 1]),
+                     (span_bins[sl], span_codes[sl]) if g.keep_events else None)
 
     def _grow_reference(self) -> None:
         """Refit the reference moments from the grown bin counts (bins, projections, whitening and
         threshold stay): means, variances, tails, between-time variance, explanation summaries."""
-        assert self.growth is not None
+        g = self.growth
+        assert g is not None
         m = self.model
-        blocks = refit_moments(m, self.growth, self.settings)
+        total = g.events + g.pending_events
+        recalibrate = g.keep_events and (total >= 4 * self.calibrated_at or total >= g.max_events)
+        if recalibrate:
+            bins, codes = g.reference_events()
+            refit_caller_shares(m, bins, codes, self.settings)
+        blocks = refit_moments(m, g, self.settings)
         if blocks is not None:
             m["group_gc_time"] = np.maximum(m["group_gc_time"], self._temporal_gc(*blocks))
             m["group_gc"] = m["group_gc_sim"] * m["group_gc_time"]
+        if recalibrate:
+            self._recalibrate(bins, codes)
+        if blocks is not None or recalibrate:
             self._record_temporal()
+
+    def _recalibrate(self, bins: np.ndarray, codes: np.ndarray) -> None:
+        """Recalibrate on the grown reference's events (their caller-resampled null stream): joint
+        tests' genomic control and the threshold. The first reference's callers are few (a batch
+        client with its own class mix may not be among them), so its null is lighter in the far tail
+        than the traffic that follows (measured: x1.2-1.6 more alarms than small budgets allow at
+        16-64 features); the grown reference has met many more. Done when the reference has grown
+        fourfold since its last calibration and at its cap; then its events are dropped."""
+        g = self.growth
+        assert g is not None
+        m = self.model
+        if m.get("cov_r", 0):  # the covariance test's Satterthwaite degrees of freedom start nominal again
+            m["group_dof"][m["group_names"].index("inputs:covariance")] = float(len(m["cov_mu"]))
+        previous = float(self.threshold)
+        self.threshold, calibration = calibrate(m, self.settings, bins, codes, self.context.seed)
+        calibration["recalibrated"] = {"reference_events": int(len(codes)), "previous_threshold": round(previous, 4)}
+        self.calibration = calibration
+        m["group_gc_sim"] = m["group_gc"].copy()
+        m["group_gc"] = m["group_gc_sim"] * m["group_gc_time"]
+        self.episodes.threshold = float(self.threshold)
+        self.calibrated_at = int(len(codes))
+        if g.events + g.pending_events >= g.max_events:
+            g.drop_events()
+            self.hist_bins = np.zeros((0, len(m["names"])), dtype=np.uint8)
 
     def _prune_callers(self) -> None:
         live = set(int(c) for c in np.concatenate([self.hist_codes, self.pend_codes]) if c >= 0)
@@ -567,6 +612,8 @@ class DriftDetector(Detector):
         st["hist_codes"] = self.hist_codes.copy()
         st["hist_keep"] = self.hist_keep.copy()
         st["hist_ts"] = self.hist_ts.copy()
+        st["hist_bins"] = self.hist_bins.copy()
+        st["calibrated_at"] = self.calibrated_at
         st["blocks"] = self.blocks.copy()
         st["block_cs"] = self.block_cs.copy()
         st["block_sw"] = self.block_sw.copy()
@@ -599,6 +646,8 @@ class DriftDetector(Detector):
         self.hist_codes = np.asarray(state["hist_codes"], dtype=np.int64)
         self.hist_keep = np.asarray(state["hist_keep"], dtype=bool)
         self.hist_ts = np.asarray(state["hist_ts"], dtype=np.float64)
+        self.hist_bins = np.asarray(state["hist_bins"], dtype=np.uint8).reshape(-1, len(mdl["names"]))
+        self.calibrated_at = int(state["calibrated_at"])
         self.blocks = np.asarray(state["blocks"], dtype=np.int64).reshape(-1, len(mdl["names"]), s.n_bins_total)
         self.block_cs = np.asarray(state["block_cs"], dtype=np.float64).reshape(-1, len(mdl["chan"]))
         self.block_sw = np.asarray(state["block_sw"], dtype=np.int64)

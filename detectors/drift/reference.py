@@ -21,7 +21,7 @@ from detectors.drift.channels import (
     robust_scale,
     select_classes,
 )
-from detectors.drift.covariance import fit_covariance
+from detectors.drift.covariance import fit_cov_moments, fit_covariance
 from detectors.drift.growth import ReferenceGrowth
 from detectors.drift.scores import GRID, INDICATOR, LINEAR, TILT_GRID, fit_tilt
 from detectors.drift.settings import DriftSettings
@@ -374,6 +374,25 @@ def refit_moments(
     period["source"] = f"first {int(n)} events (grown from {grown_from} with blocks no alarm window contained)"
     m["ref_period"] = period
     return blocks
+
+
+def refit_caller_shares(m: dict[str, Any], bins: np.ndarray, codes: np.ndarray, s: DriftSettings) -> None:
+    """Re-estimate, from the grown reference's events, what the moment refits keep from the first
+    reference: every score column's between-caller share (ANOVA over the kept events' callers) and
+    the covariance test's moments. The variance model then reflects the callers the reference met
+    while it grew (a 2,000-event reference may hold no batch burst at all). Shares only ever grow:
+    growth absorbs only blocks that raised nothing, so the grown events under-represent loud
+    periods and their estimates lean low (the between-time variance is kept the same way)."""
+    kept = keep_mask(codes, s.block_size, s.block_cap)
+    vcodes = variance_codes(codes, s.anonymous_run)
+    tab, chan, kind = m["tab"], m["chan"], m["kind"]
+    S = tab[np.arange(len(chan))[None, :], bins[:, chan]][kept]
+    var = np.where(kind == INDICATOR, m["mu"] * (1 - m["mu"]), np.maximum(S.var(0), 0.25 / len(codes)))
+    tau2 = np.clip(between_caller_variance(S, vcodes[kept], var), s.min_caller_correlation * var, var)
+    m["rho"] = np.maximum(m["rho"], tau2 / np.maximum(var, 1e-300))
+    if m.get("cov_r", 0):
+        rho = float(m["cov_rho"])
+        fit_cov_moments(bins, codes, vcodes, m, s, min_rho=rho)
 
 
 def load_model(state_model: dict[str, Any], s: DriftSettings) -> dict[str, Any]:
