@@ -15,6 +15,9 @@ Times, from the launch of the K processes:
   the default ``checkpoint_every_events`` (50,000 messages per process) the last snapshot is the
   one written at shutdown, so this includes the ``--until-idle`` wait.
 
+Before the K runs, a bare kafka-python consumer (no group, no decoding) reads both topics once
+in-process: the cost of the Kafka client alone.
+
 CPU: the children's user + system time (``RUSAGE_CHILDREN`` deltas, idle wait included) and the
 broker's (``psutil``). After each K the run's checkpoints must sum exactly to ``--events`` and the
 children must exit 0; otherwise the benchmark fails. Lines with ``database is locked`` or
@@ -113,6 +116,24 @@ def topic_ends(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def raw_consume(bootstrap: str, ends: dict[tuple[str, int], int], batch: int = 2000) -> tuple[float, float]:
+    """Read every message of both topics with a bare kafka-python consumer (no group, no decoding): (wall, CPU)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=batch)
+    try:
+        tps = [TopicPartition(t, p) for t, p in ends]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        total, seen = sum(ends.values()), 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        while seen < total:
+            seen += sum(len(records) for records in consumer.poll(timeout_ms=1000).values())
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         consumer.close()
 
@@ -237,6 +258,9 @@ def main() -> None:
         ends = {tp: end for tp, end in topic_ends(info.bootstrap, [pred, lab]).items() if end > 0}
         assert sum(v for (t, _), v in ends.items() if t == pred) == n_pred == n
         print("predictions per partition: " + ", ".join(f"{p}: {v:,}" for (t, p), v in sorted(ends.items()) if t == pred))
+        wall, cpu = raw_consume(info.bootstrap, ends)
+        print(f"bare kafka-python consumer, both topics ({sum(ends.values()):,} messages), in-process: {wall:.1f}s wall, "
+              f"{cpu:.1f}s CPU ({sum(ends.values()) / cpu:,.0f} messages per CPU-second)")
         results = []
         for k in args.processes:
             db_url = args.db or f"sqlite:///{work}/live-k{k}.db"
