@@ -174,3 +174,56 @@ def test_growth_books_keep_only_whole_time_blocks() -> None:
     assert not g.can_absorb(5) and g.can_absorb(4)
     counts, n = g.take()
     assert n == 150 and counts.tolist() == [[3.0, 0.0]] and g.events == 250 and g.pending_events == 0
+
+
+def bursty_batches(n: int, burst_from: int, seed: int = 3) -> list[EventBatch]:
+    """Interactive accounts with small offsets; from ``burst_from`` on, batch clients send bursts
+    whose inputs carry their own large offset (no burst among the first events)."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(0, 2000, size=n)
+    X = rng.normal(size=(n, D)) + rng.normal(0.0, 0.1, size=(2000, D))[acc]
+    ids: list[str | None] = [f"acct{a}" for a in acc]
+    for k, start in enumerate(range(burst_from, n - 400, 900)):
+        hit = np.flatnonzero(rng.random(400) < 0.6) + start
+        X[hit] += rng.normal(0.0, 0.8, size=D)
+        for i in hit.tolist():
+            ids[i] = f"batch{k}"
+    return [batch_from_arrays(X[i : i + 1000], schema=SCHEMA, client_ids=ids[i : i + 1000],
+                              ts=np.arange(i, min(i + 1000, n), dtype=np.float64),
+                              event_ids=[f"e{j}" for j in range(i, min(i + 1000, n))]) for i in range(0, n, 1000)]
+
+
+def test_the_grown_reference_recalibrates_on_its_own_events() -> None:
+    # a small budget: the threshold is empirical, so it moves with the null it is simulated from
+    det = DriftDetector(DetectorContext(RouteKey("m", "1"), SCHEMA, seed=2, events_between_false_alarms=3000),
+                        reference_size=1000, max_reference_size=8000, calibration_events=20_000)
+    first: dict[str, Any] = {}
+    for b in bursty_batches(14_000, burst_from=1500):
+        det.process(b)
+        if det.fitted and not first:
+            first = {"rho": det.model["rho"].copy(), "threshold": det.threshold, "gc": det.model["group_gc"].copy()}
+    g = det.growth
+    assert g is not None and not g.active
+    rec = det.calibration["recalibrated"]
+    assert rec["reference_events"] == 8000 and det.calibration["method"] == "empirical"
+    assert det.threshold != first["threshold"]  # the second recalibration's (at 4,000 events there was one too)
+    assert rec["previous_threshold"] != pytest.approx(first["threshold"], abs=1e-4)
+    assert np.all(det.model["rho"] >= first["rho"] - 1e-12)  # caller shares never shrink
+    # the events were dropped once the reference reached its cap
+    assert g.ev_bins == [] and not g.keep_events and det.hist_bins.shape[0] == 0
+
+
+def test_a_snapshot_across_the_recalibration_gives_the_same_findings_and_threshold() -> None:
+    bs = bursty_batches(12_000, burst_from=1500)
+    whole = detector(4, reference_size=1000, max_reference_size=6000)
+    expected = [f for b in bs for f in whole.process(b).findings]
+    first = detector(4, reference_size=1000, max_reference_size=6000)
+    got = [f for b in bs[:5] for f in first.process(b).findings]
+    assert first.growth is not None and first.growth.keep_events and first.growth.ev_bins  # mid-growth
+    second = detector(4, reference_size=1000, max_reference_size=6000)
+    second.load_state_dict(statecodec.decode(statecodec.encode(first.state_dict())))
+    got += [f for b in bs[5:] for f in second.process(b).findings]
+    assert [(f.trigger_event_id, f.score, f.is_update) for f in got] == [
+        (f.trigger_event_id, f.score, f.is_update) for f in expected]
+    assert second.threshold == whole.threshold and second.calibration == whole.calibration
+    np.testing.assert_array_equal(second.model["rho"], whole.model["rho"])
