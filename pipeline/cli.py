@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from pipeline.config import ConfigError, load_config
 from pipeline.storage.db import make_engine, resolve_db_url
@@ -484,6 +485,12 @@ def run_cmd(
                           metrics=metrics)
     except KafkaSourceError as exc:
         fail(str(exc).splitlines()[0])
+    except DBAPIError as exc:  # the database stayed unavailable beyond the store's retry budget
+        store.retry_seconds = 0.0
+        with contextlib.suppress(Exception):  # best effort: the database may still be down
+            store.finish_run(run, "failed")
+        fail(f"database unavailable: {str(exc.orig).strip().splitlines()[0]}; nothing is lost: "
+             "restarted, the run resumes from its last checkpoint")
     err.print(f"stopped: {totals.events:,} events, {totals.alerts:,} alerts, {totals.dead_letters:,} dead letters",
               highlight=False)
 

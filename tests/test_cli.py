@@ -160,3 +160,28 @@ def test_exit_status_of_a_command_is_kept(tmp_path: Path) -> None:
     """``typer.Exit(n)`` inside a command exits n (``dev kafka status`` of a stopped broker: 1)."""
     r = cli("dev", "kafka", "status", "--port", "1", "--data-dir", str(tmp_path / "no-broker"), cwd=tmp_path)
     assert r.returncode == 1 and "stopped" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_run_that_loses_its_database_exits_with_one_line_and_marks_the_run_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A database outage longer than the store's retry budget ends ``run`` with one clear line (not a
+    traceback) and a non-zero status, so a supervisor restarts it; the run is marked ``failed``."""
+    from sqlalchemy.exc import OperationalError
+
+    import pipeline.live
+    from pipeline.cli import main
+    from pipeline.storage.db import make_engine
+    from pipeline.storage.store import Store
+
+    def lose_the_database(store: Store, *args: object, run: str, **kw: object) -> None:
+        store.start_run(run, "live", "kafka://test", None, "h", "{}", "0")
+        raise OperationalError("INSERT INTO alerts ...", {}, Exception('connection to server at "db" failed: refused'))
+
+    monkeypatch.setattr(pipeline.live, "run_live", lose_the_database)
+    db = f"sqlite:///{tmp_path}/x.db"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--db", db, "--run", "r1", "--bootstrap", "127.0.0.1:1"])
+    assert exit_info.value.code != 0
+    out = capsys.readouterr().err
+    assert "database unavailable" in out and "refused" in out and "Traceback" not in out
+    assert Store(make_engine(db)).run_row("r1")["status"] == "failed"  # type: ignore[index]
