@@ -43,9 +43,12 @@ def run(events: int, batch: int, d: int, kw: dict) -> tuple[float, float]:
     n = n_grow = 0
     c_grow = c1
     for b in batches[2:]:
+        # a batch belongs to the growth phase if the reference was still growing or had blocks
+        # waiting for its last refit (and recalibration) when the batch came
+        growing = det.growth is not None and (det.growth.active or det.growth.pending_events > 0)
         det.process(b)
         n += len(b)
-        if det.growth is not None and det.growth.active:
+        if growing:
             n_grow, c_grow = n, time.process_time()
     c2, w2 = time.process_time(), time.perf_counter()
     print(f"reference fit + calibration: cpu {c1 - c0:.2f} s, wall {w1 - w0:.2f} s")
