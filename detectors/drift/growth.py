@@ -9,8 +9,9 @@ than the largest window, up to ``max_reference_size`` events. A block joins only
 that contained it crossed the threshold, so the reference never learns a drift that was raised
 (reviewers decide; a new ``model_version`` or a ``reference_file`` starts a new reference).
 
-:class:`ReferenceGrowth` only keeps the books (what was absorbed, the callers' kept counts, time
-blocks for the between-time variance); the detector re-derives its reference moments from them
+:class:`ReferenceGrowth` keeps the books (what was absorbed, the callers' kept counts, time blocks
+for the between-time variance) and, until the reference reaches its cap, the events themselves (bins
+and caller codes, for the recalibrations); the detector re-derives its reference moments from them
 at fixed stream positions (see ``DriftDetector._grow_reference`` and ``reference.refit_moments``), so
 growth is deterministic and independent of batch sizes.
 

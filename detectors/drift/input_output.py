@@ -154,7 +154,8 @@ class DriftDetector(Detector):
         have left the largest window, up to this many events; a block joins only if no window that
         contained it crossed the threshold (a raised drift is never learnt). Every
         ``reference_size`` absorbed events the reference moments are refitted (means, variances,
-        tails, between-time variance; bins, projections, whitening and threshold stay), so the
+        tails, between-time variance; bins, projections and whitening stay; at 4x the calibrated size
+        and at the cap the caller shares and the calibration are redone on the grown events), so the
         reference's own estimation error shrinks (a persistent small class-mix shift becomes
         visible) and it covers more of a daily cycle. ``reference_size`` or less disables growth;
         a ``reference`` mapping (or ``reference_file``) never grows.
@@ -541,8 +542,9 @@ class DriftDetector(Detector):
                      (span_bins[sl], span_codes[sl]) if g.keep_events else None)
 
     def _grow_reference(self) -> None:
-        """Refit the reference moments from the grown bin counts (bins, projections, whitening and
-        threshold stay): means, variances, tails, between-time variance, explanation summaries."""
+        """Refit the reference moments from the grown bin counts (bins, projections and whitening
+        stay): means, variances, tails, between-time variance, explanation summaries; at 4x the
+        calibrated size and at the cap also caller shares and the calibration (:meth:`_recalibrate`)."""
         g = self.growth
         assert g is not None
         m = self.model
