@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class DatabaseNotAnswering(OperationalError):
+    """A database call got no answer within the store's budget (a frozen server, a half-open
+    connection): the call is abandoned and not retried, so the run fails instead of hanging."""
+
+
 def _now() -> str:
     """Wall-clock time, for informational columns only (never for results)."""
     return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -40,7 +46,11 @@ class Store:
 
     Transient database failures (connection lost, server restarting) are retried with
     exponential backoff for up to ``retry_seconds``; then the error propagates and the run
-    restarts from its last checkpoint.
+    restarts from its last checkpoint. A server that accepts the connection but stops answering
+    (frozen, or a half-open connection) raises no error at all, so on PostgreSQL every call runs
+    on a worker thread and is abandoned with :class:`DatabaseNotAnswering` after
+    ``max(retry_seconds, 1)`` seconds without an answer (SQLite calls run inline: an in-memory
+    SQLite database lives in its thread, and a local file cannot stop answering that way).
     """
 
     def __init__(self, engine: Engine, retry_seconds: float = 120.0) -> None:
@@ -52,7 +62,9 @@ class Store:
         delay, waited = 0.5, 0.0
         while True:
             try:
-                return fn()
+                return self._answered(what, fn)
+            except DatabaseNotAnswering:
+                raise
             except (OperationalError, DBAPIError) as exc:
                 if not _is_transient(exc) or waited >= self.retry_seconds:
                     raise
@@ -60,6 +72,28 @@ class Store:
                 time.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 10.0)
+
+    def _answered(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, bounded in time on PostgreSQL (see the class docstring)."""
+        if self.engine.dialect.name == "sqlite":
+            return fn()
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=call, name=f"infersentry-db-{what}", daemon=True)
+        worker.start()
+        limit = max(self.retry_seconds, 1.0)
+        worker.join(limit)
+        if worker.is_alive():  # abandoned: a daemon thread, it ends with the process or the answer
+            raise DatabaseNotAnswering(what, None, TimeoutError(f"the database gave no answer within {limit:.0f}s"))
+        if "error" in box:
+            raise box["error"]
+        return box["value"]  # type: ignore[no-any-return]
 
     # -- runs -----------------------------------------------------------------------------
     def start_run(self, run: str, kind: str, source: str, fingerprint: str | None, config_hash: str,

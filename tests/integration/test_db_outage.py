@@ -377,9 +377,6 @@ def test_outage_longer_than_the_retry_budget_fails_then_a_restart_resumes(
     assert_same_results(got, want, n_events)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the PostgreSQL engine sets no client-side timeout, so a call "
-                   "to a server that stops answering blocks in the socket read (pool pre-ping or query) until "
-                   "it answers again; Store._retry never sees an error, and retry_seconds does not apply")
 def test_a_server_that_stops_answering_fails_within_the_retry_budget(private_pg: PrivatePostgres) -> None:
     """An unresponsive server (every process SIGSTOPped) must not hang the run past its retry budget."""
     store = Store(make_engine(private_pg.create_database("frozen")), retry_seconds=2)
