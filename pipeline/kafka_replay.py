@@ -118,10 +118,10 @@ def replay_kafka(
         pipeline = Pipeline(store, config, name, "replay", rng.describe(settings.bootstrap_servers), fp)
         existing = pipeline.existing
         if existing is not None and existing["input_fingerprint"] != fp:
-            store.finish_run(name, existing["status"])
+            store.finish_run(name, existing["status"], finished_at=existing["finished_at"])
             raise ReplayInputError(f"run {name!r} already holds other input; choose another --run name")
-        if existing is not None and existing["status"] == "finished":
-            store.finish_run(name, "finished")
+        if existing is not None and existing["status"] == "finished":  # left as it was, finish time included
+            store.finish_run(name, "finished", finished_at=existing["finished_at"])
             return KafkaReplaySummary(name, pipeline.totals, rng, already_complete=True)
         done = 0
 

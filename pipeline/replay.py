@@ -71,9 +71,11 @@ def replay_file(
     pipeline = Pipeline(store, config, name, "replay", source, fp)
     existing = pipeline.existing
     if existing is not None and existing["input_fingerprint"] not in (None, fp):
+        store.finish_run(name, existing["status"], finished_at=existing["finished_at"])  # left as it was
         raise ReplayInputError(f"run {name!r} already holds a replay of other input; choose another --run name")
     if existing is not None and existing["status"] == "finished" and existing["input_fingerprint"] == fp:
-        store.finish_run(name, "finished")
+        # nothing to do: the run stays as it was (an audit's record keeps its original finish time)
+        store.finish_run(name, "finished", finished_at=existing["finished_at"])
         return ReplaySummary(name, pipeline.totals, resumed=False, already_complete=True)
     positions = pipeline.restore()
     progress = ReadProgress(predictions, labels)

@@ -113,10 +113,12 @@ class Store:
                 return dict(existing)
         return self._retry("start_run", go)
 
-    def finish_run(self, run: str, status: str) -> None:
+    def finish_run(self, run: str, status: str, finished_at: str | None = None) -> None:
+        """Set the run's status and finish time (now, unless ``finished_at`` is given)."""
         def go() -> None:
             with self.engine.begin() as conn:
-                conn.execute(update(runs).where(runs.c.run == run).values(status=status, finished_at=_now()))
+                conn.execute(update(runs).where(runs.c.run == run).values(status=status,
+                                                                          finished_at=finished_at or _now()))
         self._retry("finish_run", go)
 
     # -- checkpoints ------------------------------------------------------------------------

@@ -3,11 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from fakes import config, stream
 from sqlalchemy import func, select, update
 
 from pipeline.engine import Engine
-from pipeline.replay import replay_file
+from pipeline.replay import ReplayInputError, replay_file
 from pipeline.rows import export_line
 from pipeline.runner import Pipeline
 from pipeline.storage.db import make_engine
@@ -55,6 +56,22 @@ def test_a_database_at_the_first_revision_upgrades_and_keeps_its_runs(db_url: st
     redelivered = len(lines) - len({orjson.loads(v)["event_id"] for v in lines})
     replay_file(store, config(), data, run="new")
     assert redelivered >= 3 and store.run_row("new")["duplicates"] == redelivered  # type: ignore[index]
+
+
+def test_replaying_a_finished_run_again_leaves_it_as_it_was(db_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "p.jsonl"
+    data.write_bytes(b"\n".join(m.value for m in stream(800) if m.stream == "predictions") + b"\n")
+    store = Store(make_engine(db_url))
+    first = replay_file(store, config(), data, run="audit")
+    before = store.run_row("audit")
+    again = replay_file(store, config(), data, run="audit")
+    assert not first.already_complete and again.already_complete
+    assert store.run_row("audit") == before  # status, counters and the original finish time
+    other = tmp_path / "q.jsonl"
+    other.write_bytes(data.read_bytes()[: len(data.read_bytes()) // 2])
+    with pytest.raises(ReplayInputError):
+        replay_file(store, config(), other, run="audit")
+    assert store.run_row("audit") == before  # refused, and the finished run is not left "running"
 
 
 def test_a_retried_batch_writes_nothing_twice(db_url: str) -> None:
