@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,15 +46,13 @@ from pathlib import Path
 import psutil
 from sqlalchemy import func, select
 
-from pipeline.kafka_dev import BrokerInfo, PortInUseError, kafka_down, kafka_up
+from pipeline.kafka_dev import BrokerInfo, PortInUseError, free_port_pair, kafka_down, kafka_up
 from pipeline.simulate import simulate
 from pipeline.sources.kafka import KafkaClientSettings
 from pipeline.storage.db import make_engine
 from pipeline.storage.store import Store
 from pipeline.storage.tables import checkpoints
 
-# As tests/integration/conftest.py: outside Linux's ephemeral range, random so concurrent sessions rarely collide.
-PORT_RANGE = (20000, 32000)
 IDLE_S = 5.0
 POLL_S = 0.2
 
@@ -72,24 +68,6 @@ class Result:
     db: str
     lock_lines: int
     scored: int
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair() -> tuple[int, int]:
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(*PORT_RANGE)
-        if _free(port) and _free(port + 1):
-            return port, port + 1
-    raise RuntimeError("no free port pair found")
 
 
 def start_broker(root: Path) -> tuple[BrokerInfo, Path]:

@@ -412,6 +412,32 @@ def _port_free(port: int) -> bool:
     return True
 
 
+# Outside Linux's ephemeral range (32768-60999), so a client connection cannot grab a port between
+# the check and the broker's bind; picked at random, so concurrent sessions rarely collide.
+PORT_RANGE = (20000, 32000)
+
+
+def free_port_pair() -> tuple[int, int]:
+    """Two adjacent free ports (client, controller) in :data:`PORT_RANGE`, for a broker of its own
+    (tests, benchmarks)."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        if _bindable(port) and _bindable(port + 1):
+            return port, port + 1
+    raise RuntimeError("no free port pair found")
+
+
+def _bindable(port: int) -> bool:
+    """Free without ``SO_REUSEADDR``: not even a closing connection holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

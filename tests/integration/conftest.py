@@ -9,40 +9,16 @@ the session dies early).
 from __future__ import annotations
 
 import atexit
-import random
 import shutil
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.kafka_dev import BrokerInfo, PortInUseError, kafka_down, kafka_up
+from pipeline.kafka_dev import BrokerInfo, PortInUseError, free_port_pair, kafka_down, kafka_up
 
-# Outside Linux's ephemeral range (32768-60999), so a client connection cannot grab the port
-# between our check and the broker's bind; random, so concurrent test sessions rarely collide.
-PORT_RANGE = (20000, 32000)
 ATTEMPTS = 4
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair() -> tuple[int, int]:
-    """Two adjacent free ports (client, controller) in :data:`PORT_RANGE`."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(*PORT_RANGE)
-        if _free(port) and _free(port + 1):
-            return port, port + 1
-    raise RuntimeError("no free port pair found")
 
 
 @pytest.fixture(scope="session")
