@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,28 @@ def caller_codes(
     return codes, next_code
 
 
+ANONYMOUS = 1 << 62
+"""Caller code of all anonymous events when a route treats them as one caller (see :func:`merge_anonymous`)."""
+
+
+def merge_anonymous(codes: np.ndarray) -> np.ndarray:
+    """Codes with every anonymous event (negative code) turned into the one caller :data:`ANONYMOUS`.
+
+    Explanations list the anonymous events of a window as one sender this way.
+
+    >>> merge_anonymous(np.array([3, -1, -2, 0])).tolist() == [3, ANONYMOUS, ANONYMOUS, 0]
+    True
+    """
+    return np.where(codes < 0, np.int64(ANONYMOUS), codes)
+
+
+def anonymous_caps(model: dict[str, Any], cov_blocks: int, cov_step: int) -> tuple[int, int]:
+    """A fitted model's anonymous cap per block, and per covariance super-block of ``cov_blocks``
+    blocks (``cov_step`` events): ``cov_blocks`` times as many."""
+    k = int(model.get("anon_cap", cov_step))
+    return k, min(cov_step, k * cov_blocks)
+
+
 def variance_codes(codes: np.ndarray, run: int) -> np.ndarray:
     """Caller codes for the variance model: anonymous events share a pseudo-caller per ``run`` positions.
 
@@ -49,30 +72,61 @@ def variance_codes(codes: np.ndarray, run: int) -> np.ndarray:
     return np.where(codes < 0, -1 - (-codes - 1) // run, codes)
 
 
-def keep_mask(codes: np.ndarray, step: int, cap: int, offset: int = 0) -> np.ndarray:
+def keep_mask(
+    codes: np.ndarray, step: int, cap: int, offset: int = 0, anon_cap: int | None = None
+) -> np.ndarray:
     """``True`` for the first ``cap`` events of each caller within each block of ``step`` events.
 
     Blocks start at position ``-offset`` (index ``i`` lies in block ``(i + offset) // step``). Dropping a heavy caller's surplus (rather than down-weighting it)
     keeps every count an integer, which keeps window statistics exact under any batch cut.
+    Anonymous events (negative codes) are each their own caller, or, with ``anon_cap``, together
+    one caller capped at ``anon_cap`` per block.
 
     >>> keep_mask(np.array([5, 5, 5, 7, 5, 5]), 3, 2).tolist()
     [True, True, False, True, True, True]
     >>> keep_mask(np.array([5, 5, 5, 7, 5, 5]), 4, 1, offset=2).tolist()
     [True, False, True, True, False, False]
+    >>> keep_mask(np.array([-1, -2, 5, -4, -5, -6]), 3, 1, anon_cap=2).tolist()
+    [True, True, True, True, True, False]
     """
     n = len(codes)
     if n == 0:
         return np.zeros(0, dtype=bool)
+    grouped = anon_cap is not None and anon_cap < step
+    group = np.where(codes < 0, -1, codes) if grouped else codes
     blk = (np.arange(n) + offset) // step
-    order = np.lexsort((codes, blk))  # stable: stream order within (block, caller)
-    sb, sc = blk[order], codes[order]
+    order = np.lexsort((group, blk))  # stable: stream order within (block, caller)
+    sb, sc = blk[order], group[order]
     new = np.ones(n, dtype=bool)
     new[1:] = (sb[1:] != sb[:-1]) | (sc[1:] != sc[:-1])
     idx = np.arange(n)
     first = np.maximum.accumulate(np.where(new, idx, 0))
+    limit = np.where(sc < 0, anon_cap, cap) if grouped else cap
     keep = np.empty(n, dtype=bool)
-    keep[order] = (idx - first) < cap
+    keep[order] = (idx - first) < limit
     return keep
+
+
+def anonymous_cap(codes: np.ndarray, step: int, cap: int, share: float | None) -> int:
+    """Anonymous events kept per block of ``step``, decided on a reference's caller ``codes``:
+    ``cap`` (together they are one caller) unless the route is mostly anonymous, i.e. the median
+    complete block holds more than ``share * step`` anonymous events; then ``step`` (no cap, each
+    its own caller), also when ``share`` is ``None``.
+
+    Whoever sends without an id into a route of named callers (an internal batch job, a health
+    check) may be one source, and its burst must not fill windows with its own mix; a mostly
+    anonymous route would have nothing left to test if capped.
+
+    >>> few, most = np.array([-1, 2, 3, 4] * 5), np.array([-1, -2, -3, 4] * 5)
+    >>> anonymous_cap(few, 4, 1, 0.5), anonymous_cap(most, 4, 1, 0.5), anonymous_cap(few, 4, 1, None)
+    (1, 4, 4)
+    """
+    n_blocks = len(codes) // step
+    if share is None:
+        return step
+    per_block = (codes[: n_blocks * step] < 0).reshape(n_blocks, step).sum(1)
+    mostly = n_blocks > 0 and float(np.median(per_block)) > share * step
+    return step if mostly else cap
 
 
 def caller_square_sums(codes: np.ndarray, keep: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from detectors.drift.callers import between_caller_variance, caller_square_sums, keep_mask
+from detectors.drift.callers import anonymous_caps, between_caller_variance, caller_square_sums, keep_mask
 from detectors.drift.settings import DriftSettings
 
 
@@ -41,7 +41,7 @@ def fit_covariance(
     if d < 2 or s.cov_dims == 0:
         return
     nb = s.n_bins_total
-    kept = keep_mask(codes, s.cov_step, 1)
+    kept = keep_mask(codes, s.cov_step, 1, anon_cap=anonymous_caps(model, s.cov_caller_blocks, s.cov_step)[1])
     w = kept.astype(np.float64)
     sw = float(w.sum())
     gtab = np.zeros((d, nb))
@@ -91,7 +91,7 @@ def fit_cov_moments(
     """The covariance test's reference moments on ``bins`` (whitening and clipping as fitted): the
     products' means, variances and between-caller share (at least ``min_rho``), and the
     reference's own error."""
-    kept = keep_mask(codes, s.cov_step, 1)
+    kept = keep_mask(codes, s.cov_step, 1, anon_cap=anonymous_caps(model, s.cov_caller_blocks, s.cov_step)[1])
     a_ref = float(caller_square_sums(vcodes, kept, np.array([len(codes)]), len(codes))[0])
     w = kept.astype(np.float64)
     sw = float(w.sum())

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from detectors.base import WindowStat
+from detectors.drift.callers import ANONYMOUS, merge_anonymous
 from detectors.drift.channels import numeric_names
 from detectors.drift.settings import DriftSettings
 from detectors.drift.summaries import prob_mean, summaries
@@ -37,10 +38,11 @@ def top_callers(codes: np.ndarray, cmap: dict[str, int], k: int = 3) -> list[dic
     """The callers with the largest share of a window's events (all events, kept or not).
 
     Computed only when a finding is raised: a drift that is one caller's own traffic (an
-    attacker, a batch job) should say so. Anonymous events are not grouped.
+    attacker, a batch job) should say so. Anonymous events are listed together, as one sender
+    with ``client_id`` null.
     """
-    named = codes[codes >= 0]
-    if len(codes) == 0 or len(named) == 0:
+    named = merge_anonymous(codes)
+    if len(codes) == 0:
         return []
     uniq, cnt = np.unique(named, return_counts=True)
     # candidates: every caller tied with the k-th largest count; ties broken by name (codes
@@ -48,8 +50,10 @@ def top_callers(codes: np.ndarray, cmap: dict[str, int], k: int = 3) -> list[dic
     cut = np.sort(cnt)[::-1][min(k, len(cnt)) - 1]
     cand = np.flatnonzero(cnt >= cut)
     wanted = {int(uniq[i]) for i in cand}
-    rev = {v: c for c, v in cmap.items() if v in wanted}
-    rows = sorted((-int(cnt[i]), rev.get(int(uniq[i]), f"#{int(uniq[i])}")) for i in cand)[:k]
+    rev: dict[int, str | None] = {v: c for c, v in cmap.items() if v in wanted}
+    rev[ANONYMOUS] = None  # anonymous events counted as one caller: sorts first among ties
+    rows = sorted(((-int(cnt[i]), rev.get(int(uniq[i]), f"#{int(uniq[i])}")) for i in cand),
+                  key=lambda r: (r[0], r[1] is not None, r[1] or ""))[:k]
     return [{"client_id": name, "events": -neg, "share": round(-neg / len(codes), 4)} for neg, name in rows]
 
 
@@ -141,7 +145,10 @@ def explain(
     callers = list(info.get("top_callers", []))
     summary = summary_line(trigger, pairs if trigger == "inputs:covariance" else top, stat, L, threshold)
     if callers and callers[0]["share"] >= 0.2:
-        summary += f"; caller {callers[0]['client_id']} sent {callers[0]['share']:.0%} of the window"
+        who = callers[0]["client_id"]
+        summary += (f"; caller {who} sent" if who is not None else "; events without client_id made") + (
+            f" {callers[0]['share']:.0%} of the window"
+        )
     return {
         "summary": summary,
         "trigger_test": trigger,

@@ -141,6 +141,13 @@ class DriftDetector(Detector):
     anonymous_run : int, default 50
         Events without a ``client_id`` are grouped, for the variance model only, into
         pseudo-callers of this many consecutive positions.
+    anonymous_share : float or None, default 0.5
+        Events without a ``client_id`` together count as one caller for the caller cap (at most
+        ``round(caller_cap * block_size)`` of them kept per block), unless the route is mostly
+        anonymous: its median reference block holds more than this share of anonymous events (then
+        each is its own caller and nothing is dropped; ``None``: always so). Whoever sends without
+        an id into a route of named callers (an internal batch job, a health check) may be one
+        source, and its burst must not fill windows with its own mix.
     spread_score : {"normal", "rank"}, default "normal"
         Spread score of a value in a reference bin with mid-rank ``u``: ``Phi^-1(u)^2``
         (Klotz-type, efficient for scale changes) or ``|2u - 1|`` (Ansari-Bradley-type).
@@ -183,7 +190,7 @@ class DriftDetector(Detector):
 
     name: ClassVar[str] = "drift"
     consumes: ClassVar[str] = "events"
-    state_version: ClassVar[int] = 8
+    state_version: ClassVar[int] = 9
 
     def __init__(
         self,
@@ -207,6 +214,7 @@ class DriftDetector(Detector):
         cov_caller_blocks: int = 8,
         cov_min_events: float = 2.0,
         anonymous_run: int = 50,
+        anonymous_share: float | None = 0.5,
         spread_score: str = "normal",
         max_class_channels: int = 10,
         temporal_block: int | None = None,
@@ -219,6 +227,7 @@ class DriftDetector(Detector):
             min_effective_callers=min_effective_callers, min_caller_correlation=min_caller_correlation,
             quiet_windows=quiet_windows, calibration_events=calibration_events, top_k=top_k, cov_dims=cov_dims,
             cov_caller_blocks=cov_caller_blocks, cov_min_events=cov_min_events, anonymous_run=anonymous_run,
+            anonymous_share=anonymous_share,
             spread_score=spread_score, max_class_channels=max_class_channels, temporal_block=temporal_block,
             max_reference_size=max_reference_size,
         )

@@ -11,7 +11,14 @@ import numpy as np
 from scipy.special import ndtri
 
 from detectors.drift._stats import weighted_quantiles
-from detectors.drift.callers import between_caller_variance, caller_square_sums, keep_mask, variance_codes
+from detectors.drift.callers import (
+    anonymous_cap,
+    anonymous_caps,
+    between_caller_variance,
+    caller_square_sums,
+    keep_mask,
+    variance_codes,
+)
 from detectors.drift.channels import (
     OUTPUTS,
     assign_bins,
@@ -61,12 +68,13 @@ def fit_reference(
 ) -> ReferenceFit:
     """Fit the reference model (everything but the threshold) from the reference events."""
     n, d = X.shape
-    kept = keep_mask(codes, s.block_size, s.block_cap)
+    anon_cap = anonymous_cap(codes, s.block_size, s.block_cap, s.anonymous_share)
+    kept = keep_mask(codes, s.block_size, s.block_cap, anon_cap=anon_cap)
     w = kept.astype(np.float64)
     sw = float(w.sum())
     vcodes = variance_codes(codes, s.anonymous_run)
     a_ref = float(caller_square_sums(vcodes, kept, np.array([n]), n)[0])
-    model: dict[str, Any] = {"d": d, "k": C.shape[1], "source": source}
+    model: dict[str, Any] = {"d": d, "k": C.shape[1], "source": source, "anon_cap": anon_cap}
     model["ref_period"] = {"start": float(ts.min()), "end": float(ts.max()), "n": int(n), "source": source}
 
     # multivariate projection: robust scaling, winsorising, weighted covariance, eigenvectors
@@ -383,7 +391,7 @@ def refit_caller_shares(m: dict[str, Any], bins: np.ndarray, codes: np.ndarray, 
     while it grew (a 2,000-event reference may hold no batch burst at all). Shares only ever grow:
     growth absorbs only blocks that raised nothing, so the grown events under-represent loud
     periods and their estimates lean low (the between-time variance is kept the same way)."""
-    kept = keep_mask(codes, s.block_size, s.block_cap)
+    kept = keep_mask(codes, s.block_size, s.block_cap, anon_cap=anonymous_caps(m, s.cov_caller_blocks, s.cov_step)[0])
     vcodes = variance_codes(codes, s.anonymous_run)
     tab, chan, kind = m["tab"], m["chan"], m["kind"]
     S = tab[np.arange(len(chan))[None, :], bins[:, chan]][kept]
@@ -418,6 +426,7 @@ def load_model(state_model: dict[str, Any], s: DriftSettings) -> dict[str, Any]:
     if "cov_iu" in mdl:
         mdl["cov_iu"] = np.asarray(mdl["cov_iu"], dtype=np.int64).reshape(2, -1)
     mdl["cov_r"] = int(mdl.get("cov_r", 0))
+    mdl["anon_cap"] = int(mdl["anon_cap"])
     for key in ("pca_med", "pca_scale", "pca_isd", "pca_basis"):
         if key in mdl:
             mdl[key] = np.asarray(mdl[key], dtype=np.float64)

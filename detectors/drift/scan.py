@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from detectors.drift.callers import caller_square_sums_multi, keep_mask, variance_codes
+from detectors.drift.callers import anonymous_caps, caller_square_sums_multi, keep_mask, variance_codes
 from detectors.drift.covariance import cov_q, whitened
 from detectors.drift.scores import joint_q, joint_z, window_z
 from detectors.drift.settings import DriftSettings
@@ -71,7 +71,8 @@ def scan_chunk(
     n = len(codes_c)
     J = n // step
     W = len(s.window_sizes)
-    keep_c = keep_mask(codes_c, step, s.block_cap)
+    anon_cap, anon_cap_cov = anonymous_caps(m, s.cov_caller_blocks, s.cov_step)
+    keep_c = keep_mask(codes_c, step, s.block_cap, anon_cap=anon_cap)
     kidx = np.flatnonzero(keep_c)
     flat = (kidx // step)[:, None] * (nch * nb) + np.arange(nch, dtype=np.int64)[None, :] * nb + bins_c[kidx]
     new_blocks = np.bincount(flat.ravel(), minlength=J * nch * nb).reshape(J, nch, nb)
@@ -91,7 +92,7 @@ def scan_chunk(
     if r:
         # super-blocks are aligned to monitored positions; the history reaches back far enough
         # that every event a window can contain sees the start of its super-block
-        span_keep_cov = keep_mask(span_codes, s.cov_step, 1, offset=n_blocks * step - nh)
+        span_keep_cov = keep_mask(span_codes, s.cov_step, 1, offset=n_blocks * step - nh, anon_cap=anon_cap_cov)
         keep_cov = span_keep_cov[nh:]
         # only the events the test keeps (about a quarter) are Gaussianised and whitened
         # and only they enter the per-block sums of outer products: one batched GEMM over

@@ -36,6 +36,7 @@ class DriftSettings:
     cov_step: int
     hist_len: int
     anonymous_run: int
+    anonymous_share: float | None
     spread_score: str
     max_class_channels: int
     temporal_block: int
@@ -65,6 +66,7 @@ def drift_settings(
     cov_caller_blocks: int,
     cov_min_events: float,
     anonymous_run: int,
+    anonymous_share: float | None,
     spread_score: str,
     max_class_channels: int,
     temporal_block: int | None,
@@ -111,6 +113,8 @@ def drift_settings(
         raise ValueError(f"cov_min_events must be >= 0, got {cov_min_events}")
     if int(anonymous_run) < 1:
         raise ValueError(f"anonymous_run must be >= 1, got {anonymous_run}")
+    if anonymous_share is not None and not 0.0 <= float(anonymous_share) <= 1.0:
+        raise ValueError(f"anonymous_share must be None or in [0, 1], got {anonymous_share}")
     if spread_score not in ("normal", "rank"):
         raise ValueError(f"spread_score must be 'normal' or 'rank', got {spread_score!r}")
     if int(max_class_channels) < 0:
@@ -150,6 +154,7 @@ def drift_settings(
         # event a window can reach, whether its caller already appeared in its covariance super-block
         hist_len=max(windows) + cov_step - block_size,
         anonymous_run=int(anonymous_run),
+        anonymous_share=None if anonymous_share is None else float(anonymous_share),
         spread_score=str(spread_score),
         max_class_channels=int(max_class_channels),
         temporal_block=max(windows) if temporal_block is None else int(temporal_block),
