@@ -94,6 +94,7 @@ def keep_mask(
         return np.zeros(0, dtype=bool)
     grouped = anon_cap is not None and anon_cap < step
     group = np.where(codes < 0, -1, codes) if grouped else codes
+    limit_anon = cap if anon_cap is None else anon_cap
     blk = (np.arange(n) + offset) // step
     order = np.lexsort((group, blk))  # stable: stream order within (block, caller)
     sb, sc = blk[order], group[order]
@@ -101,7 +102,7 @@ def keep_mask(
     new[1:] = (sb[1:] != sb[:-1]) | (sc[1:] != sc[:-1])
     idx = np.arange(n)
     first = np.maximum.accumulate(np.where(new, idx, 0))
-    limit = np.where(sc < 0, anon_cap, cap) if grouped else cap
+    limit = np.where(sc < 0, limit_anon, cap) if grouped else cap
     keep = np.empty(n, dtype=bool)
     keep[order] = (idx - first) < limit
     return keep
