@@ -37,7 +37,7 @@ def caller_codes(
 
 
 ANONYMOUS = 1 << 62
-"""Caller code of all anonymous events when a route treats them as one caller (see :func:`merge_anonymous`)."""
+"""Caller code under which explanations count all anonymous events of a window as one sender."""
 
 
 def merge_anonymous(codes: np.ndarray) -> np.ndarray:
