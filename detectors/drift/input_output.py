@@ -106,6 +106,10 @@ class DriftDetector(Detector):
         Window lengths in events (multiples of ``block_size``); all tested at every close.
     n_bins : int, default 16
         Reference-quantile bins per numeric channel.
+    bin_span : float, default 2.33
+        The bins' edges are the reference quantiles at ``Phi(z)`` for ``n_bins - 1`` values of
+        ``z`` evenly spaced on ``[-bin_span, bin_span]`` (the outer bins hold 1% each at 2.33):
+        finer in the tails, where a change of spread shows. ``0`` = equal-probability bins.
     n_components : int, default 8
         Number of top principal components monitored, with their squared norm and the
         squared reconstruction residual (0 disables multivariate channels).
@@ -201,6 +205,7 @@ class DriftDetector(Detector):
         block_size: int = 50,
         window_sizes: Sequence[int] = (100, 200, 400, 1000),
         n_bins: int = 16,
+        bin_span: float = 2.33,
         n_components: int = 8,
         max_categories: int = 20,
         min_category_freq: float = 0.02,
@@ -222,7 +227,7 @@ class DriftDetector(Detector):
     ) -> None:
         params: dict[str, Any] = dict(
             reference_size=reference_size, reference=reference, block_size=block_size,
-            window_sizes=[int(w) for w in window_sizes], n_bins=n_bins, n_components=n_components,
+            window_sizes=[int(w) for w in window_sizes], n_bins=n_bins, bin_span=bin_span, n_components=n_components,
             max_categories=max_categories, min_category_freq=min_category_freq, caller_cap=caller_cap,
             min_effective_callers=min_effective_callers, min_caller_correlation=min_caller_correlation,
             quiet_windows=quiet_windows, calibration_events=calibration_events, top_k=top_k, cov_dims=cov_dims,

@@ -19,6 +19,7 @@ class DriftSettings:
     block_size: int
     window_sizes: tuple[int, ...]
     n_bins: int
+    bin_span: float
     n_components: int
     max_categories: int
     min_category_freq: float
@@ -53,6 +54,7 @@ def drift_settings(
     block_size: int,
     window_sizes: Sequence[int],
     n_bins: int,
+    bin_span: float,
     n_components: int,
     max_categories: int,
     min_category_freq: float,
@@ -84,6 +86,8 @@ def drift_settings(
         )
     if not 4 <= int(n_bins) <= 128:
         raise ValueError(f"n_bins must be in [4, 128], got {n_bins}")
+    if not 0.0 <= float(bin_span) <= 4.0:
+        raise ValueError(f"bin_span must be in [0, 4], got {bin_span}")
     if int(n_components) < 0:
         raise ValueError(f"n_components must be >= 0, got {n_components}")
     if not 1 <= int(max_categories) <= 100:
@@ -135,6 +139,7 @@ def drift_settings(
         block_size=block_size,
         window_sizes=windows,
         n_bins=int(n_bins),
+        bin_span=float(bin_span),
         n_components=int(n_components),
         max_categories=int(max_categories),
         min_category_freq=float(min_category_freq),

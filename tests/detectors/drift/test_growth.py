@@ -62,15 +62,16 @@ def alarms(det: DriftDetector, bs: list[EventBatch]) -> list[int]:
 
 
 def test_a_persistent_small_class_mix_shift_is_found_sooner_with_the_grown_reference() -> None:
-    # the predicted-default share moves ~5 points; the 2,000-event reference's own error hides it
-    # for 11,000 events, the grown one (20,000 events by then) shows it within 2,000
-    frozen = alarms(detector(2, max_reference_size=2000), batches(2, 0.3, 5000))
-    assert not frozen or frozen[0] >= SHIFT_AT + 5000, frozen
-    grown = detector(2)
-    found = alarms(grown, batches(2, 0.3, 5000))
-    assert found and SHIFT_AT <= found[0] < SHIFT_AT + 2000, found
-    period = grown.model["ref_period"]
-    assert period["grown_from"] == 2000 and period["n"] == 20_000 and period["end"] < SHIFT_AT
+    # the predicted-default share moves ~4 points: within the 16,000 events after the shift the
+    # 2,000-event reference's own error hides it, the grown one (20,000 events by then) shows it
+    for seed in (2, 3):
+        frozen = alarms(detector(seed, max_reference_size=2000), batches(seed, 0.25, 5000))
+        assert frozen == [], frozen
+        grown = detector(seed)
+        found = alarms(grown, batches(seed, 0.25, 5000))
+        assert found and SHIFT_AT <= found[0], found
+        period = grown.model["ref_period"]
+        assert period["grown_from"] == 2000 and period["n"] == 20_000 and period["end"] < SHIFT_AT
 
 
 def test_benign_stream_stays_quiet_while_the_reference_grows() -> None:
@@ -203,7 +204,7 @@ def test_the_grown_reference_recalibrates_on_its_own_events() -> None:
     det = DriftDetector(DetectorContext(RouteKey("m", "1"), SCHEMA, seed=2, events_between_false_alarms=3000),
                         reference_size=1000, max_reference_size=8000, calibration_events=20_000)
     first: dict[str, Any] = {}
-    for b in bursty_batches(14_000, burst_from=1500):
+    for b in bursty_batches(16_000, burst_from=1500):
         det.process(b)
         if det.fitted and not first:
             first = {"rho": det.model["rho"].copy(), "threshold": det.threshold, "gc": det.model["group_gc"].copy()}
