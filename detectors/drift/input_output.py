@@ -76,6 +76,7 @@ from detectors.drift.buffer import ReferenceBuffer
 from detectors.drift.calibration import calibrate
 from detectors.drift.callers import caller_codes, variance_codes
 from detectors.drift.channels import OUTPUTS, assign_bins, numeric_matrix, to_float
+from detectors.drift.coverage import CoverageWatch, coverage_notice
 from detectors.drift.explain import explain, top_callers, window_info, window_stats
 from detectors.drift.growth import ReferenceGrowth
 from detectors.drift.reference import fit_reference, load_model, refit_caller_shares, refit_moments
@@ -271,6 +272,7 @@ class DriftDetector(Detector):
         self.block_sw = np.empty(0, dtype=np.int64)
         self.block_pp = np.empty((0, 0), dtype=np.float64)
         self.episodes = EpisodeTracker(Kind.DRIFT, self.name, self.config_hash, float("nan"), s.quiet_windows)
+        self.coverage = CoverageWatch(max(s.window_sizes) // s.block_size)
         self.model: dict[str, Any] = {}
         self.growth: ReferenceGrowth | None = None
 
@@ -502,6 +504,14 @@ class DriftDetector(Detector):
             finding = self.episodes.observe(best, close_ts, describe)
             if finding is not None:
                 findings.append(finding)
+            # a route whose mature windows never hold enough callers is never tested: say so once
+            if self.coverage.observe(n_here >= big and not res["valid"][j].any()):
+                codes_w = np.concatenate([self.hist_codes, codes_c])[max(e - big, 0) : e]
+                findings.append(coverage_notice(
+                    self.name, self.config_hash, ids[e - nh - 1 + id_off], close_ts, float(span_ts[max(e - big, 0)]),
+                    {L: float(res["eff"][j, w_]) for w_, L in enumerate(s.window_sizes)}, s.min_effective_callers,
+                    top_callers(codes_w, self.cmap),
+                ))
             last = len(s.window_sizes) - 1
             if n_here % big == 0 and res["valid"][j, last]:
                 info = window_info(self.model, s, res, zeq, j, last)
@@ -635,6 +645,7 @@ class DriftDetector(Detector):
         st["block_sw"] = self.block_sw.copy()
         st["block_pp"] = self.block_pp.copy()
         st["episode"] = self.episodes.state()
+        st["coverage"] = self.coverage.state()
         st["growth"] = self.growth.state() if self.growth is not None else None
         return st
 
@@ -670,6 +681,7 @@ class DriftDetector(Detector):
         npp = n_pp(mdl)
         self.block_pp = np.asarray(state["block_pp"], dtype=np.float64).reshape(len(self.block_sw), npp)
         self.episodes.load(state["episode"])
+        self.coverage.load(state.get("coverage"))  # absent in states written before session 7
         self.growth = None
         if state["growth"] is not None:
             self.growth = ReferenceGrowth(
