@@ -11,6 +11,7 @@ from detectors.drift import DriftDetector
 from pipeline.config import DetectorSpec, ModelConfig, MonitorConfig
 from pipeline.engine import Engine
 from pipeline.events import FeatureSchema, RawMessage, RouteKey, batch_from_arrays
+from pipeline.traffic import encode_message
 
 D = 8
 SCHEMA = FeatureSchema(tuple(f"f{i}" for i in range(D)), from_array=True)
@@ -85,7 +86,7 @@ def test_the_engine_stores_the_notice_as_a_data_quality_alert() -> None:
          "features": {f"f{j}": float(X[i, j]) for j in range(D)}, "prediction": "a"}
         for i in range(6000)
     ]
-    raw = [RawMessage("predictions", "p", 0, i, json.dumps(m).encode()) for i, m in enumerate(msgs)]
+    raw = [RawMessage("predictions", "p", 0, i, encode_message(m)) for i, m in enumerate(msgs)]
     alerts = [a for k in range(0, len(raw), 2000) for a in eng.process(raw[k : k + 2000]).alerts]
     dq = [a for a in alerts if a["kind"] == "data_quality" and a["detector"] == "drift.coverage"]
     assert len(dq) == 1
