@@ -524,6 +524,57 @@ def simulate(
     Console().print(f"sent {n_pred:,} predictions to {topic} and {n_lab:,} labels to {labels_topic or '-'}")
 
 
+# -- reference ------------------------------------------------------------------------------
+reference_app = typer.Typer(help="Drift reference files.", no_args_is_help=True)
+app.add_typer(reference_app, name="reference")
+
+
+@reference_app.command("snapshot")
+def reference_snapshot_cmd(
+    out: Annotated[Path, typer.Argument(help="File to write (gzip when it ends in .gz); never overwritten.")],
+    time_from: Annotated[str, typer.Option("--from", help="First broker timestamp, inclusive (RFC 3339 or epoch ms).")],
+    time_to: Annotated[str, typer.Option("--to", help="End broker timestamp, exclusive (RFC 3339 or epoch ms).")],
+    topic: Annotated[str, typer.Option("--topic", help="The predictions topic.")] = "predictions",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the broker on each request.")] = 10.0,
+    config: ConfigOption = None,
+    bootstrap: BootstrapOption = "127.0.0.1:9092",
+) -> None:
+    """Write a time range of a Kafka predictions topic to a file to use as a model's reference_file.
+
+    A reference must outlive the topic's retention (alert ids depend on its bytes), so a Kafka time range is frozen into a file once: the valid prediction logs with broker timestamps in [--from, --to), partitions merged in replay order, written deterministically; the resolved offsets go to OUT.source.json. Read without a consumer group, committing nothing.
+    """
+    from pipeline.reference_snapshot import SnapshotError, sidecar_path, snapshot_reference
+    from pipeline.sources.kafka import KafkaSourceError
+    from pipeline.timefmt import TimestampError, parse_time_ms
+
+    try:
+        from_ms, to_ms = parse_time_ms(time_from), parse_time_ms(time_to)
+    except TimestampError as exc:
+        fail(f"--from/--to: {exc}")
+    if timeout <= 0:
+        fail("--timeout must be positive")
+    cfg = load_config(config)
+    if "INFERSENTRY_LOG_LEVEL" not in os.environ:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        snap = snapshot_reference(_kafka_settings(bootstrap, cfg), topic, from_ms, to_ms, out,
+                                  timeout_s=timeout, max_message_bytes=cfg.max_message_bytes)
+    except (SnapshotError, KafkaSourceError) as exc:
+        fail(str(exc).splitlines()[0])
+    for r in snap.range.ranges:
+        err.print(f"{r.topic}[{r.partition}]: offsets {r.start}..{r.end} ({r.size:,})", highlight=False)
+    models = ", ".join(f"{m} {n:,}" for m, n in snap.models.items())
+    skipped = f"; {snap.skipped:,} invalid messages left out" if snap.skipped else ""
+    Console().print(f"wrote {snap.events:,} events to {out} ({models}){skipped}; provenance in "
+                    f"{sidecar_path(out)}", highlight=False, soft_wrap=True)
+    small = [m for m, n in snap.models.items() if n < 10_000]
+    if small:
+        err.print(f"note: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 10,000 events here; "
+                  "a reference of 10,000-20,000 events per model keeps the drift tests' null closest to nominal "
+                  "(docs/drift.md)", highlight=False, soft_wrap=True)
+    Console().print(f"use it with, in the config: reference_file: {out}", highlight=False, soft_wrap=True)
+
+
 # -- grafana --------------------------------------------------------------------------------
 dashboards_app = typer.Typer(help="Grafana dashboards.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards")
