@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from clichecks import assert_one_line_error
 from sqlalchemy import select
 
 from pipeline.config import MonitorConfig
@@ -296,14 +297,6 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-def _one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], r.stderr
-
-
 def test_cli_replays_a_range_given_as_rfc3339_or_epoch_ms(phases: Phases, tmp_path: Path) -> None:
     from pipeline.timefmt import rfc3339_ms
 
@@ -322,19 +315,19 @@ def test_cli_replays_a_range_given_as_rfc3339_or_epoch_ms(phases: Phases, tmp_pa
 
 def test_cli_user_errors(phases: Phases, tmp_path: Path) -> None:
     b = ("--bootstrap", phases.bootstrap, "--db", f"sqlite:///{tmp_path}/u.db")
-    _one_line_error(cli("--kafka", *b, "--from", "2026-11-18T12:00:00Z", "--to", "2026-11-18T11:00:00Z", cwd=tmp_path),
+    assert_one_line_error(cli("--kafka", *b, "--from", "2026-11-18T12:00:00Z", "--to", "2026-11-18T11:00:00Z", cwd=tmp_path),
                     "--from", "after --to")
-    _one_line_error(cli("--kafka", *b, "--from", "yesterday", "--to", "1", cwd=tmp_path), "RFC 3339")
-    _one_line_error(cli("--kafka", *b, "--from", "0", cwd=tmp_path), "--from and --to")
-    _one_line_error(cli("--kafka", "f.jsonl", *b, "--from", "0", "--to", "1", cwd=tmp_path), "no FILE")
-    _one_line_error(cli(*b, cwd=tmp_path), "FILE")
+    assert_one_line_error(cli("--kafka", *b, "--from", "yesterday", "--to", "1", cwd=tmp_path), "RFC 3339")
+    assert_one_line_error(cli("--kafka", *b, "--from", "0", cwd=tmp_path), "--from and --to")
+    assert_one_line_error(cli("--kafka", "f.jsonl", *b, "--from", "0", "--to", "1", cwd=tmp_path), "no FILE")
+    assert_one_line_error(cli(*b, cwd=tmp_path), "FILE")
     (tmp_path / "f.jsonl").write_text("")
-    _one_line_error(cli("f.jsonl", "--topic", phases.preds, *b, cwd=tmp_path), "need --kafka")
+    assert_one_line_error(cli("f.jsonl", "--topic", phases.preds, *b, cwd=tmp_path), "need --kafka")
     missing = f"no-such-topic-{phases.preds}"
-    _one_line_error(cli("--kafka", "--topic", missing, *b, "--from", "0", "--to", "1", cwd=tmp_path),
+    assert_one_line_error(cli("--kafka", "--topic", missing, *b, "--from", "0", "--to", "1", cwd=tmp_path),
                     "unknown topic", missing)
     assert missing not in list_topics(phases.bootstrap)  # asking did not create it
-    _one_line_error(cli("--kafka", "--topic", phases.preds, "--labels-topic", missing, *b, "--from", "0", "--to", "1",
+    assert_one_line_error(cli("--kafka", "--topic", phases.preds, "--labels-topic", missing, *b, "--from", "0", "--to", "1",
                         cwd=tmp_path), "unknown topic", missing)
 
 
@@ -347,7 +340,7 @@ def test_cli_unreachable_broker_fails_within_the_timeout(tmp_path: Path) -> None
     start = time.monotonic()
     r = cli("--kafka", "--bootstrap", f"127.0.0.1:{port}", "--timeout", "2", "--from", "0", "--to", "1",
             "--db", f"sqlite:///{tmp_path}/n.db", cwd=tmp_path)
-    _one_line_error(r, "unreachable", f"127.0.0.1:{port}")
+    assert_one_line_error(r, "unreachable", f"127.0.0.1:{port}")
     assert time.monotonic() - start < 20
 
 

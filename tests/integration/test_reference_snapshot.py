@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from clichecks import assert_one_line_error
 
 from pipeline.decode import decode_prediction
 from pipeline.events import RouteKey
@@ -146,23 +147,15 @@ def test_cli_snapshot_then_replay_with_it_finds_the_drift(topic: Topic, tmp_path
     assert min(parse_ts(a["raised_at"])[0] for a in drift) >= change
 
 
-def _one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], r.stderr
-
-
 def test_cli_user_errors_write_nothing(topic: Topic, tmp_path: Path) -> None:
     base = ("reference", "snapshot", "--topic", topic.name, "--bootstrap", topic.bootstrap)
     (tmp_path / "taken.jsonl").write_text("keep me\n")
-    _one_line_error(_cli(*base, "taken.jsonl", "--from", str(topic.from_ms), "--to", str(topic.to_ms), cwd=tmp_path),
+    assert_one_line_error(_cli(*base, "taken.jsonl", "--from", str(topic.from_ms), "--to", str(topic.to_ms), cwd=tmp_path),
                     "exists", "never overwritten")
     assert (tmp_path / "taken.jsonl").read_text() == "keep me\n"
-    _one_line_error(_cli(*base, "empty.jsonl", "--from", "1000", "--to", "2000", cwd=tmp_path), "no valid prediction")
-    _one_line_error(_cli(*base, "x.jsonl", "--from", "soon", "--to", "2000", cwd=tmp_path), "RFC 3339")
-    _one_line_error(_cli("reference", "snapshot", "y.jsonl", "--topic", f"nope-{topic.name}", "--bootstrap",
+    assert_one_line_error(_cli(*base, "empty.jsonl", "--from", "1000", "--to", "2000", cwd=tmp_path), "no valid prediction")
+    assert_one_line_error(_cli(*base, "x.jsonl", "--from", "soon", "--to", "2000", cwd=tmp_path), "RFC 3339")
+    assert_one_line_error(_cli("reference", "snapshot", "y.jsonl", "--topic", f"nope-{topic.name}", "--bootstrap",
                          topic.bootstrap, "--from", "0", "--to", "1", cwd=tmp_path), "unknown topic")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.jsonl"]
 
