@@ -21,6 +21,8 @@ The effective configuration is hashed (``config_hash``) and stored with every ru
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,13 +174,68 @@ def load_config(path: str | Path | None) -> MonitorConfig:
     data = _with_default_detectors(data, p)
     try:
         cfg = MonitorConfig.model_validate(data)
-        for name in cfg.models:
-            cfg.for_model(name)
+        models = {"defaults": cfg.defaults} | {f"models.{name}": cfg.for_model(name) for name in cfg.models}
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"invalid config {p}: {where}: {first['msg']}") from None
+    for where, mc in models.items():
+        problem = detector_params_problem(mc) or _reference_file_problem(mc, p)
+        if problem:
+            raise ConfigError(f"invalid config {p}: {where}.{problem}")
     return cfg
+
+
+def detector_params_problem(mc: ModelConfig) -> str | None:
+    """The first detector parameter of ``mc`` that its detector does not take, as ``detectors.NAME...``."""
+    if not any(spec.params for spec in mc.detectors.values()):
+        return None
+    from detectors import builtin
+    from detectors.base import REGISTRY
+
+    builtin.load()
+    for name, spec in mc.detectors.items():
+        cls = REGISTRY.get(name)
+        if cls is None or not spec.params:
+            continue
+        accepted = inspect.signature(cls).parameters
+        if any(a.kind is inspect.Parameter.VAR_KEYWORD for a in accepted.values()):
+            continue
+        known = sorted(a for a, arg in accepted.items() if arg.kind is inspect.Parameter.KEYWORD_ONLY)
+        for param in spec.params:
+            if param not in known:
+                close = difflib.get_close_matches(param, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                return f"detectors.{name}.params: unknown parameter {param!r} ({hint}known: {', '.join(known)})"
+        bad_value = _probe(cls, mc, spec.params)
+        if bad_value:
+            return f"detectors.{name}.params: {bad_value}"
+    return None
+
+
+def _probe(cls: type, mc: ModelConfig, params: dict[str, Any]) -> str | None:
+    """Build the detector once for a two-feature model, so that a parameter's value is checked when
+    the config loads (the real detector is built at the model's first event)."""
+    from detectors.base import DetectorContext
+    from pipeline.events import FeatureSchema, RouteKey
+
+    ctx = DetectorContext(RouteKey("config-check", None, 0), FeatureSchema(("x0", "x1")), seed=mc.seed,
+                          events_between_false_alarms=mc.events_between_false_alarms, event_fpr=mc.event_fpr,
+                          extra={"classes": mc.classes})
+    try:
+        cls(ctx, **params)
+    except (ValueError, TypeError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _reference_file_problem(mc: ModelConfig, config_path: Path) -> str | None:
+    """A ``reference_file`` that does not exist is reported when the config loads, not when the
+    model's first event arrives (possibly hours into a live run)."""
+    if mc.reference_file and not Path(mc.reference_file).is_file():
+        return (f"reference_file: {mc.reference_file} not found (relative paths are taken from the "
+                f"working directory {Path.cwd()}, not from the config's folder)")
+    return None
 
 
 def _known_detectors() -> set[str]:

@@ -10,7 +10,7 @@ literals, invalid UTF-8, and trailing garbage are all rejected.
 >>> decode_prediction(b'{"event_id":"a","ts":0,"model":"m","features":[NaN],"prediction":1}')
 Traceback (most recent call last):
 ...
-pipeline.decode.DecodeError: not valid JSON: unexpected character, expected a JSON value: line 1 column 48 (char 47)
+pipeline.decode.DecodeError: not valid JSON: NaN at char 47 (JSON has no NaN or Infinity; send null for a missing value)
 """
 
 from __future__ import annotations
@@ -42,10 +42,28 @@ def _load_object(value: bytes, max_bytes: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        token = _non_finite_token(value, exc.pos)
+        if token:
+            raise DecodeError(f"not valid JSON: {token} at char {exc.pos} (JSON has no NaN or Infinity; "
+                              "send null for a missing value)") from None
         raise DecodeError(f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"message must be a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _non_finite_token(value: bytes, pos: int) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` where the parser stopped, as many JSON writers emit them.
+
+    >>> _non_finite_token(b'{"x": NaN}', 6)
+    'NaN'
+    """
+    if pos > 0 and value.startswith(b"-Infinity", pos - 1):  # the parser stops after the sign
+        return "-Infinity"
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        if value.startswith(token, pos):
+            return token.decode()
+    return None
 
 
 def _string(obj: dict[str, Any], key: str, max_len: int, required: bool) -> str | None:

@@ -151,7 +151,11 @@ class Engine:
             params = dict(mc.detectors[name].params)
             if mc.reference_file and "reference" not in params and accepts_reference(REGISTRY[name]):
                 params["reference"] = load_reference(mc.reference_file, route, schema, mc.reference_range())
-            out.append(REGISTRY[name](ctx, **params))
+            try:
+                out.append(REGISTRY[name](ctx, **params))
+            except (ValueError, TypeError) as exc:  # the config's parameter values (checked again here for configs
+                # built in code; load_config checks a file's when it loads)
+                raise ConfigError(f"model {route.model!r}: detector {name!r}: {str(exc).splitlines()[0]}") from exc
         return out
 
     # -- processing -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from pipeline.config import MonitorConfig
 from pipeline.events import RawMessage
-from pipeline.replay import ReplayInputError, feed
+from pipeline.replay import ReplayInputError, claim_run, feed
 from pipeline.runner import Pipeline, RunTotals
 from pipeline.sources.files import merge_by_clock
 from pipeline.sources.kafka import KafkaClientSettings
@@ -116,12 +116,7 @@ def replay_kafka(
         fp = rng.fingerprint()
         name = run or derive_run_name(rng, config)
         pipeline = Pipeline(store, config, name, "replay", rng.describe(settings.bootstrap_servers), fp)
-        existing = pipeline.existing
-        if existing is not None and existing["input_fingerprint"] != fp:
-            store.finish_run(name, existing["status"], finished_at=existing["finished_at"])
-            raise ReplayInputError(f"run {name!r} already holds other input; choose another --run name")
-        if existing is not None and existing["status"] == "finished":  # left as it was, finish time included
-            store.finish_run(name, "finished", finished_at=existing["finished_at"])
+        if claim_run(pipeline, fp):  # finished before: left as it was, finish time included
             return KafkaReplaySummary(name, pipeline.totals, rng, already_complete=True)
         done = 0
 

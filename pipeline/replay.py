@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -38,14 +39,52 @@ def _batches(messages: Iterator[RawMessage], size: int) -> Iterator[list[RawMess
 
 def feed(pipeline: Pipeline, messages: Iterator[RawMessage], after_batch: Callable[[], None] | None = None,
          stop_after_batches: int | None = None) -> bool:
-    """Process ``messages`` in micro-batches of the config's size; false if stopped early."""
-    for i, batch in enumerate(_batches(messages, pipeline.config.batch_size)):
-        if stop_after_batches is not None and i >= stop_after_batches:
-            return False
-        pipeline.process(batch)
-        if after_batch is not None:
-            after_batch()
+    """Process ``messages`` in micro-batches of the config's size; false if stopped early.
+
+    An exception (or Ctrl-C) marks the run ``failed`` (``interrupted``) before it propagates, so
+    ``runs list`` never shows a dead replay as ``running``; run again, it resumes from its last
+    checkpoint all the same.
+    """
+    try:
+        for i, batch in enumerate(_batches(messages, pipeline.config.batch_size)):
+            if stop_after_batches is not None and i >= stop_after_batches:
+                return False
+            pipeline.process(batch)
+            if after_batch is not None:
+                after_batch()
+    except BaseException as exc:
+        store, retry = pipeline.store, pipeline.store.retry_seconds
+        store.retry_seconds = 0.0  # best effort: the database itself may be what failed
+        with contextlib.suppress(Exception):
+            pipeline.finish("failed" if isinstance(exc, Exception) else "interrupted")
+        store.retry_seconds = retry
+        raise
     return True
+
+
+def claim_run(pipeline: Pipeline, fingerprint: str) -> bool:
+    """Check that an existing run of this name is this replay: same input and same config.
+
+    True when it is already finished (nothing to do; it is left exactly as it was). A run name
+    holding other input, or made with another config, is refused (its record is left as it was):
+    resuming it would mix two configs' alerts under one run, and an audit's record must say which
+    config produced them.
+    """
+    existing, name = pipeline.existing, pipeline.run
+    if existing is None:
+        return False
+    problem = None
+    if existing["input_fingerprint"] not in (None, fingerprint):
+        problem = f"run {name!r} already holds a replay of other input; choose another --run name"
+    elif existing["config_hash"] != pipeline.engine.config_hash:
+        problem = (f"run {name!r} was replayed with config {existing['config_hash']}, this config is "
+                   f"{pipeline.engine.config_hash}; choose another --run name (without --run the name "
+                   "follows the input and the config)")
+    if problem or existing["status"] == "finished":
+        pipeline.store.restore_run_status(name, existing["status"], existing["finished_at"])
+    if problem:
+        raise ReplayInputError(problem)
+    return bool(existing["status"] == "finished")
 
 
 def replay_file(
@@ -69,13 +108,7 @@ def replay_file(
     name = run or derive_run_name(predictions, labels, config)
     source = str(predictions) + (f" + {labels}" if labels else "")
     pipeline = Pipeline(store, config, name, "replay", source, fp)
-    existing = pipeline.existing
-    if existing is not None and existing["input_fingerprint"] not in (None, fp):
-        store.finish_run(name, existing["status"], finished_at=existing["finished_at"])  # left as it was
-        raise ReplayInputError(f"run {name!r} already holds a replay of other input; choose another --run name")
-    if existing is not None and existing["status"] == "finished" and existing["input_fingerprint"] == fp:
-        # nothing to do: the run stays as it was (an audit's record keeps its original finish time)
-        store.finish_run(name, "finished", finished_at=existing["finished_at"])
+    if claim_run(pipeline, fp):  # finished before: the record (and its finish time) stays as it was
         return ReplaySummary(name, pipeline.totals, resumed=False, already_complete=True)
     positions = pipeline.restore()
     progress = ReadProgress(predictions, labels)

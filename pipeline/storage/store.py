@@ -109,7 +109,10 @@ class Store:
                         "status": "running", "events": 0, "dead_letters": 0, "started_at": _now(),
                     }])
                     return None
-                conn.execute(update(runs).where(runs.c.run == run).values(status="running", finished_at=None))
+                # a live run restarted under an edited config records the config it runs with now
+                # (every alert keeps its own config hash); a replay is bound to its config (see replay.claim_run)
+                now = {"config_hash": config_hash, "config_json": config_json, "version": version} if kind == "live" else {}
+                conn.execute(update(runs).where(runs.c.run == run).values(status="running", finished_at=None, **now))
                 return dict(existing)
         return self._retry("start_run", go)
 
@@ -120,6 +123,13 @@ class Store:
                 conn.execute(update(runs).where(runs.c.run == run).values(status=status,
                                                                           finished_at=finished_at or _now()))
         self._retry("finish_run", go)
+
+    def restore_run_status(self, run: str, status: str, finished_at: str | None) -> None:
+        """Put back the status and finish time a run had before :meth:`start_run` (a refused start)."""
+        def go() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(update(runs).where(runs.c.run == run).values(status=status, finished_at=finished_at))
+        self._retry("restore_run_status", go)
 
     # -- checkpoints ------------------------------------------------------------------------
     def load_checkpoints(self, run: str) -> dict[str, tuple[dict[str, int], bytes]]:

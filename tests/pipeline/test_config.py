@@ -76,3 +76,34 @@ def test_kafka_security_from_file_and_password_from_environment(tmp_path: Path,
     assert opts["sasl_mechanism"] == "SCRAM-SHA-512" and opts["sasl_plain_username"] == "monitor"
     assert opts["sasl_plain_password"] == "s3cret" and opts["ssl_cafile"] == "/etc/ca.pem"
     assert "s3cret" not in cfg.model_dump_json()
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("defaults:\n  detectors:\n    drift: {params: {reference_sise: 5000}}\n",
+     "defaults.detectors.drift.params: unknown parameter 'reference_sise' (did you mean 'reference_size'?"),
+    ("models:\n  m:\n    detectors:\n      outlier: {params: {nonsense: 1}}\n",
+     "models.m.detectors.outlier.params: unknown parameter 'nonsense'"),
+    ("defaults:\n  detectors:\n    drift: {params: {reference_size: 5}}\n", "reference_size must be >= 200"),
+    ("models:\n  m:\n    detectors:\n      campaign: {params: {window: -3}}\n", "models.m.detectors.campaign.params"),
+    ("models:\n  fraud:\n    reference_file: ref/none.jsonl.gz\n",
+     "models.fraud.reference_file: ref/none.jsonl.gz not found"),
+])
+def test_detector_parameters_and_reference_files_are_checked_when_the_config_loads(
+        tmp_path: Path, text: str, needle: str) -> None:
+    """Not at the model's first event, which in a live run may come hours later (as a traceback)."""
+    f = tmp_path / "c.yml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bad_parameter_in_a_config_built_in_code_is_a_config_error_at_the_first_event() -> None:
+    from fakes import stream
+
+    from pipeline.config import DetectorSpec, ModelConfig
+    from pipeline.engine import Engine
+
+    cfg = MonitorConfig(defaults=ModelConfig(detectors={"drift": DetectorSpec(params={"reference_size": 5})}))
+    with pytest.raises(ConfigError, match="model 'm2?'.*detector 'drift'.*reference_size must be >= 200"):
+        Engine(cfg, "r").process(stream(10))

@@ -43,8 +43,9 @@ def test_epoch_seconds_and_object_features() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b'{"event_id":"a","ts":0,"model":"m","features":[NaN],"prediction":1}', "not valid JSON"),
-        (b'{"event_id":"a","ts":0,"model":"m","features":[Infinity],"prediction":1}', "not valid JSON"),
+        (b'{"event_id":"a","ts":0,"model":"m","features":[NaN],"prediction":1}', "not valid JSON: NaN at char 47"),
+        (b'{"event_id":"a","ts":0,"model":"m","features":[Infinity],"prediction":1}', "not valid JSON: Infinity"),
+        (b'{"event_id":"a","ts":0,"model":"m","features":[-Infinity],"prediction":1}', "not valid JSON: -Infinity"),
         (b"\xff\xfe{}", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b"", "empty message"),

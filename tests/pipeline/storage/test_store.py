@@ -7,7 +7,8 @@ import pytest
 from fakes import config, stream
 from sqlalchemy import func, select, update
 
-from pipeline.engine import Engine
+from pipeline.engine import BatchResult, Engine
+from pipeline.events import RawMessage
 from pipeline.replay import ReplayInputError, replay_file
 from pipeline.rows import export_line
 from pipeline.runner import Pipeline
@@ -72,6 +73,53 @@ def test_replaying_a_finished_run_again_leaves_it_as_it_was(db_url: str, tmp_pat
     with pytest.raises(ReplayInputError):
         replay_file(store, config(), other, run="audit")
     assert store.run_row("audit") == before  # refused, and the finished run is not left "running"
+
+
+def test_a_run_name_is_bound_to_its_config(db_url: str, tmp_path: Path) -> None:
+    """Resuming or re-running a replay under another config is refused: one run, one config."""
+    data = tmp_path / "p.jsonl"
+    data.write_bytes(b"\n".join(m.value for m in stream(800) if m.stream == "predictions") + b"\n")
+    store = Store(make_engine(db_url))
+    replay_file(store, config(), data, run="audit", stop_after_batches=0)  # interrupted before its first batch
+    started = store.run_row("audit")
+    assert started is not None and started["status"] == "running"
+    other = config(batch_size=100)
+    with pytest.raises(ReplayInputError, match=f"config {started['config_hash']}.*choose another --run"):
+        replay_file(store, other, data, run="audit")
+    assert store.run_row("audit") == started
+    replay_file(store, config(), data, run="audit")  # the same config resumes and finishes
+    done = store.run_row("audit")
+    assert done is not None and done["status"] == "finished"
+    with pytest.raises(ReplayInputError, match="config"):
+        replay_file(store, other, data, run="audit")
+    assert store.run_row("audit") == done  # refused, not "already complete", and left as it was
+    assert replay_file(store, other, data, run="audit-2").run == "audit-2"
+
+
+def test_a_replay_that_fails_is_marked_failed_and_resumes(db_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "p.jsonl"
+    data.write_bytes(b"\n".join(m.value for m in stream(800) if m.stream == "predictions") + b"\n")
+    store = Store(make_engine(db_url))
+    calls = 0
+    real = Pipeline.process
+
+    def failing(self: Pipeline, batch: list[RawMessage], force_checkpoint: bool = False) -> BatchResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("disk on fire")
+        return real(self, batch, force_checkpoint)
+
+    Pipeline.process = failing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            replay_file(store, config(batch_size=300, checkpoint_every_events=300), data, run="r")
+    finally:
+        Pipeline.process = real  # type: ignore[method-assign]
+    row = store.run_row("r")
+    assert row is not None and row["status"] == "failed" and row["finished_at"] is not None
+    again = replay_file(store, config(batch_size=300, checkpoint_every_events=300), data, run="r")
+    assert again.resumed and store.run_row("r")["status"] == "finished"  # type: ignore[index]
 
 
 def test_a_retried_batch_writes_nothing_twice(db_url: str) -> None:
