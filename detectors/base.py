@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from pipeline.events import EventBatch, FeatureSchema, OutcomeBatch, RouteKey
+from pipeline.timefmt import rfc3339_ms
 
 
 class Kind(StrEnum):
@@ -130,6 +132,42 @@ class DetectorContext:
     events_between_false_alarms: float = 1e7
     event_fpr: float = 1e-3
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def budget_explanation(context: DetectorContext) -> dict[str, Any]:
+    """The false-alarm budget as a stream-level alert states it: the model's, and this detector's share.
+
+    The pipeline splits a model's budget among its stream-level detectors (``extra`` carries the
+    model's budget and how many share it), so each is calibrated to a budget that many times longer.
+
+    >>> ctx = DetectorContext(RouteKey("m", "1"), FeatureSchema(("x",)), events_between_false_alarms=2e7,
+    ...                       extra={"model_events_between_false_alarms": 1e7, "stream_detectors": 2})
+    >>> budget_explanation(ctx)["this_detector"]
+    20000000.0
+    """
+    share = float(context.events_between_false_alarms)
+    model = float(context.extra.get("model_events_between_false_alarms", share))
+    shared_by = int(context.extra.get("stream_detectors", 1))
+    return {
+        "model": model, "this_detector": share, "shared_by_detectors": shared_by,
+        "meaning": f"expected events between false alarms: {model:.3g} for the model's {shared_by} stream-level "
+                   f"detector(s) together, so {share:.3g} for this one",
+    }
+
+
+def time_at(ts: float) -> str | None:
+    """Epoch seconds as RFC 3339 (as alert timestamps are written), ``None`` when not finite."""
+    return rfc3339_ms(float(ts)) if math.isfinite(ts) else None
+
+
+def with_rfc3339(period: Mapping[str, Any]) -> dict[str, Any]:
+    """A period with epoch ``start``/``end`` plus the same times as RFC 3339 (``start_at``/``end_at``)."""
+    out = dict(period)
+    for key in ("start", "end"):
+        value = out.get(key)
+        if isinstance(value, int | float):
+            out[f"{key}_at"] = time_at(value)
+    return out
 
 
 class StateMismatchError(ValueError):

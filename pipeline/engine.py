@@ -146,7 +146,8 @@ class Engine:
                 seed=mc.seed,
                 events_between_false_alarms=budget,
                 event_fpr=mc.event_fpr,
-                extra={"classes": mc.classes},
+                extra={"classes": mc.classes, "model_events_between_false_alarms": mc.events_between_false_alarms,
+                       "stream_detectors": n_stream if name in STREAM_DETECTORS else 1},
             )
             params = dict(mc.detectors[name].params)
             if mc.reference_file and "reference" not in params and accepts_reference(REGISTRY[name]):

@@ -87,6 +87,7 @@ from detectors.base import (
     Kind,
     Severity,
     register,
+    time_at,
 )
 from pipeline.events import EventBatch
 
@@ -489,6 +490,7 @@ class CampaignDetector(Detector):
                 "low_margin_share": share_low,
                 "margin_low": self.margin_low if np.isfinite(self.margin_low) else None,
                 "first_suspicious_ts": float(A["first_susp"][slot]),
+                "first_suspicious_at": time_at(float(A["first_susp"][slot])),
                 "evidence_cap": self.max_evidence,
                 "config_hash": self.config_hash,
             }

@@ -86,6 +86,8 @@ from detectors.base import (
     Kind,
     Severity,
     register,
+    time_at,
+    with_rfc3339,
 )
 from pipeline.events import EventBatch
 
@@ -674,12 +676,13 @@ class ExtractionDetector(Detector):
                     "prada_distances": self.W,
                     "caller_queries_so_far": n_q,
                     "first_query_ts": first_ts,
+                    "first_query_at": time_at(first_ts),
                     "trigger_top_features": [
                         {"feature": names[j] if j < len(names) else f"f{j}", "robust_z": float(zt[j])}
                         for j in top.tolist()
                     ],
                     "reference_events": self.reference_events,
-                    "reference_period": list(self._ref_span),
+                    "reference_period": with_rfc3339(dict(zip(("start", "end"), self._ref_span, strict=True))),
                     "evidence_cap": self.max_evidence,
                     "config_hash": self.config_hash,
                 }

@@ -75,6 +75,7 @@ from detectors.base import (
     Kind,
     Severity,
     register,
+    with_rfc3339,
 )
 from pipeline.events import EventBatch
 
@@ -328,7 +329,7 @@ class OutlierDetector(Detector):
                 self.refreshes.append({
                     "at_event": batch.event_ids[k], "at_ts": float(batch.ts[k]),
                     "shift_at_event": self.shift["at_event"], "shift_at_ts": self.shift["at_ts"],
-                    "reference_period": list(self._ref_span),
+                    "reference_period": with_rfc3339(dict(zip(("start", "end"), self._ref_span, strict=True))),
                     "distinct_callers": self._next.distinct_callers(),
                 })
                 self.refreshes = self.refreshes[-MAX_REFRESH_HISTORY:]
@@ -410,7 +411,7 @@ class OutlierDetector(Detector):
                 "subspace_dim": int(mdl.k),
                 "reference_events": self.reference_events,
                 "reference_caller_cap": self.caller_cap,
-                "reference_period": list(self._ref_span),
+                "reference_period": with_rfc3339(dict(zip(("start", "end"), self._ref_span, strict=True))),
                 "population_shift": dict(shift) if shift is not None else None,
                 "population_shift_starts_here": k == alarm_row,
                 "reference_refreshed": dict(self.refreshes[-1]) if self.refreshes else None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import WindowStat
+from detectors.base import WindowStat, with_rfc3339
 from detectors.drift.callers import ANONYMOUS, merge_anonymous
 from detectors.drift.channels import numeric_names
 from detectors.drift.settings import DriftSettings
@@ -70,6 +70,7 @@ def explain(
     calibration: dict[str, Any],
     config_hash: str,
     schema: FeatureSchema,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A finding's explanation of window scores ``z`` (see ``docs/drift.md``, JSON-serialisable)."""
     m = model
@@ -167,9 +168,10 @@ def explain(
         "events_since_reference": int(n_mon_here),
         "top": top,
         "covariance": pairs,
-        "reference_period": dict(m["ref_period"]),
+        "reference_period": with_rfc3339(m["ref_period"]),
         "config_hash": config_hash,
         "events_between_false_alarms": s.budget,
+        "false_alarm_budget": budget,
         "calibration": dict(calibration),
     }
 

@@ -70,6 +70,7 @@ from detectors.base import (
     Finding,
     Kind,
     WindowStat,
+    budget_explanation,
     register,
 )
 from detectors.drift.buffer import ReferenceBuffer
@@ -498,6 +499,7 @@ class DriftDetector(Detector):
                     "explanation": explain(
                         self.model, s, res["z"][j, w], info, best, L, n_here, threshold=self.threshold,
                         calibration=self.calibration, config_hash=self.config_hash, schema=self.context.schema,
+                        budget=budget_explanation(self.context),
                     ),
                 }
 

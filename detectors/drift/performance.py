@@ -24,7 +24,9 @@ from detectors.base import (
     Finding,
     Kind,
     WindowStat,
+    budget_explanation,
     register,
+    with_rfc3339,
 )
 from detectors.drift._stats import normal_threshold, signed_root_binomial
 from detectors.episodes import EpisodeTracker
@@ -211,9 +213,10 @@ class PerformanceDetector(Detector):
             "window_outcomes": best_l,
             "window_sizes": list(self.window_sizes),
             "top": [{"stat": "error_rate", "reference": round(p0, 6), "current": round(best_rate, 6)}],
-            "reference_period": {"start": self.ref_start, "end": self.ref_end, "n": self.n_ref},
+            "reference_period": with_rfc3339({"start": self.ref_start, "end": self.ref_end, "n": self.n_ref}),
             "config_hash": self.config_hash,
             "events_between_false_alarms": self.context.events_between_false_alarms,
+            "false_alarm_budget": budget_explanation(self.context),
             "calibration": {"method": "bonferroni", "tests_per_outcome": len(self.window_sizes) / step},
         }
 

@@ -251,3 +251,17 @@ def test_messages_of_several_partitions_share_one_scope_when_told_to() -> None:
     assert set(many.scopes) == {0}
     assert set(many.scopes[0].positions) == {"topic:0", "topic:1", "topic:2"}
     assert {d["partition"] for d in b.dead_letters} == {i % 3 for i, m in enumerate(msgs) if b"NaN" in m.value}
+
+
+def test_a_stream_level_alert_states_the_models_budget_and_its_detectors_share() -> None:
+    from pipeline.config import DetectorSpec, ModelConfig, MonitorConfig
+    from pipeline.traffic import encode_message, generate
+
+    live = generate("drift-abrupt", n_events=5000, seed=2)
+    msgs = [RawMessage("predictions", "p", 0, i, encode_message(m)) for i, m in enumerate(live.predictions)]
+    cfg = MonitorConfig(defaults=ModelConfig(events_between_false_alarms=1e6,
+                                             detectors={"drift": DetectorSpec(), "performance": DetectorSpec()}))
+    drift = [a for a in Engine(cfg, "r").process(msgs).alerts if a["kind"] == "drift"]
+    assert drift
+    budget = orjson.loads(drift[0]["explanation"])["false_alarm_budget"]
+    assert budget["model"] == 1e6 and budget["this_detector"] == 2e6 and budget["shared_by_detectors"] == 2

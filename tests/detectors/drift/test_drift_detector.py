@@ -11,6 +11,7 @@ from benchmarks.drift_traffic import make_stream, to_batches
 from detectors.base import REGISTRY, DetectorContext, Kind, StateMismatchError
 from detectors.drift import DriftDetector
 from pipeline.events import FeatureSchema, RouteKey, batch_from_arrays
+from pipeline.timefmt import rfc3339_ms
 
 D = 8
 ROUTE = RouteKey("synthetic", "1", 0)
@@ -65,6 +66,9 @@ def test_detects_shift_and_explains_it(shifted_stream) -> None:  # type: ignore[
     assert ex["config_hash"] == det.config_hash
     assert ex["reference_period"]["n"] == 2000
     assert ex["events_between_false_alarms"] == 1e7
+    assert ex["false_alarm_budget"]["this_detector"] == 1e7
+    period = ex["reference_period"]
+    assert period["start_at"] == rfc3339_ms(period["start"]) and period["end_at"] == rfc3339_ms(period["end"])
     # time series: every 1000 monitored events, one point per channel plus the combined statistic
     names = {s.stat for s in stats}
     assert {"feature:f5", "output:confidence", "output:prediction", "multivariate:residual", "drift"} <= names
