@@ -73,7 +73,8 @@ def report_text(r: RunReport) -> str:
     out += [f"  {n:>8,}  {m}" for m, n in r.by_model.items()] or ["  none"]
     out.append(f"reviewer status ({r.reviews_recorded:,} reviews recorded)")
     out += [f"  {n:>8,}  {s}" for s, n in r.by_status.items()]
-    out += ["", f"top {len(r.top_alerts)} alerts (most severe, then most recent)"]
+    out += ["", f"top {len(r.top_alerts)} alerts (most severe; each kind, model and caller once before repeats; "
+            "newest first)"]
     out += [f"  {_alert_text(a)}" for a in r.top_alerts] or ["  none"]
     out += ["", f"per-caller alerts ({len(r.caller_alerts)})"]
     out += [f"  {_alert_text(a)}" for a in r.caller_alerts] or ["  none"]

@@ -73,10 +73,22 @@ def _line(a: dict[str, Any]) -> AlertLine:
 
 
 def _top(alerts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """The ``n`` top alerts: most severe first, then most recent, then by id (stable sorts)."""
+    """The ``n`` top alerts: most severe first; within a severity, the newest alert of every kind,
+    model and caller before a second one of any (so one caller's hundred per-event alerts do not
+    hide a drift or a campaign); then most recent, then by id (stable sorts)."""
+    def severity(a: dict[str, Any]) -> int:
+        return SEVERITIES.index(a["severity"]) if a["severity"] in SEVERITIES else len(SEVERITIES)
+
     out = sorted(alerts, key=lambda a: a["alert_id"])
     out.sort(key=lambda a: a["raised_at"], reverse=True)
-    out.sort(key=lambda a: SEVERITIES.index(a["severity"]) if a["severity"] in SEVERITIES else len(SEVERITIES))
+    out.sort(key=severity)
+    seen: set[tuple[Any, ...]] = set()
+    repeat: dict[str, bool] = {}
+    for a in out:
+        group = (severity(a), a["kind"], a["model"], a["model_version"], a["client_id"])
+        repeat[a["alert_id"]] = group in seen
+        seen.add(group)
+    out.sort(key=lambda a: (severity(a), repeat[a["alert_id"]]))
     return out[:max(n, 0)]
 
 

@@ -166,7 +166,14 @@ def test_report_counts_match_sql_and_are_deterministic(db_url: str, stream: tupl
     assert all(a["client_id"] for a in rep["caller_alerts"])
     top = rep["top_alerts"]
     assert len(top) == 10 and all(a["severity"] == "critical" for a in top) and all(a["summary"] for a in top)
-    assert [a["raised_at"] for a in top] == sorted((a["raised_at"] for a in top), reverse=True)
+    groups = [(a["kind"], a["model"], a["model_version"], a["client_id"]) for a in top]
+    firsts = [i for i, g in enumerate(groups) if g not in groups[:i]]
+    assert firsts == list(range(len(firsts)))  # every kind/model/caller once before any repeats
+    critical = {(a["kind"], a["model"], a["model_version"], a["client_id"]) for a in store.iter_alerts("audit")
+                if a["severity"] == "critical"}
+    assert len(firsts) == min(10, len(critical))
+    for part in (top[:len(firsts)], top[len(firsts):]):
+        assert [a["raised_at"] for a in part] == sorted((a["raised_at"] for a in part), reverse=True)
     scored = [json.loads(line) for line in stream[0].read_text().splitlines()]
     first_ts = min(parse_ts(e["ts"])[0] for e in scored if "model" in e)
     assert rep["first_event_at"] == format_ts(first_ts) == format_ts(run["first_event_ts"])
