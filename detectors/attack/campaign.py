@@ -496,7 +496,7 @@ class CampaignDetector(Detector):
             }
             sev = Severity.CRITICAL if share_low >= 0.5 else Severity.WARNING
             if alert is None:
-                alert = {"trigger": eid, "raised_at": t, "n_at": n_camp}
+                alert = {"trigger": eid, "raised_at": t, "n_at": n_camp, "score": float(c), "summary": summary}
                 self._alerts[slot] = alert
                 is_update = False
                 flagged.append(FlaggedEvent(
@@ -505,6 +505,9 @@ class CampaignDetector(Detector):
                 ))
             else:
                 is_update = True
+                if "score" in alert:  # an update replaces score and summary: the trigger's stay on record
+                    expl["at_trigger"] = {"score": alert["score"], "summary": alert["summary"],
+                                          "raised_at": time_at(float(alert["raised_at"]))}
             findings.append(Finding(
                 kind=Kind.ATTACK_CAMPAIGN, detector=self.name, config_hash=self.config_hash,
                 trigger_event_id=alert["trigger"], raised_at=alert["raised_at"], score=float(c),

@@ -121,6 +121,17 @@ def test_campaign_flags_slow_walk_and_not_heavy_benign(walk_stream: dict) -> Non
     json.dumps(dict(e))
 
 
+def test_campaign_updates_keep_the_trigger_score_and_summary(walk_stream: dict) -> None:
+    found = run(CampaignDetector(ctx(), update_every=20), walk_stream, 500)
+    first = next(x for x in found if not x.is_update)
+    updates = [x for x in found if x.is_update and x.trigger_event_id == first.trigger_event_id]
+    assert updates, "the walk goes on long enough to update its alert"
+    last = updates[-1].explanation
+    assert last["summary"].startswith("campaign goes on")
+    assert last["at_trigger"]["score"] == first.score and last["at_trigger"]["summary"] == first.explanation["summary"]
+    assert "at_trigger" not in first.explanation
+
+
 def test_campaign_attacker_inside_benign_account() -> None:
     rng = np.random.default_rng(5)
     s = stream(2, attack=None)
