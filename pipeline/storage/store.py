@@ -251,6 +251,21 @@ class Store:
         with self.engine.connect() as conn:
             return {reason: int(n) for reason, n in conn.execute(q)}
 
+    def iter_dead_letters(self, run: str | None = None, stream: str | None = None) -> Iterator[dict[str, Any]]:
+        """Dead letters (all runs, or ``run``'s; one stream or both) in (run, source, partition,
+        position) order, raw bytes included."""
+        q = select(dead_letters)
+        if run is not None:
+            q = q.where(dead_letters.c.run == run)
+        if stream is not None:
+            q = q.where(dead_letters.c.stream == stream)
+        q = q.order_by(dead_letters.c.run, dead_letters.c.source, dead_letters.c.partition, dead_letters.c.position)
+        with self.engine.connect() as conn:
+            for row in conn.execute(q).mappings():
+                out = dict(row)
+                out["raw"] = bytes(out["raw"])
+                yield out
+
     def review_count(self, run: str) -> int:
         """Status changes recorded in ``alert_reviews`` for ``run``'s alerts."""
         q = select(func.count()).select_from(alert_reviews).where(alert_reviews.c.run == run)
