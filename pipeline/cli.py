@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
+import shlex
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
+from detectors.base import Kind
 from pipeline.config import ConfigError, load_config
+from pipeline.review import STATUSES
 from pipeline.storage.db import make_engine, resolve_db_url
+from pipeline.traffic.scenarios import SCENARIOS
 
 app = typer.Typer(
     name="infersentry",
@@ -37,6 +44,7 @@ dev_app.add_typer(kafka_app, name="kafka")
 
 err = Console(stderr=True)
 T = TypeVar("T")
+ALERT_KINDS: tuple[str, ...] = tuple(k.value for k in Kind)
 
 DbOption = Annotated[
     str | None,
@@ -55,6 +63,44 @@ class UserError(Exception):
 
 def fail(message: str) -> NoReturn:
     raise UserError(message)
+
+
+def _check_choice(option: str, value: str | None, allowed: Sequence[str]) -> None:
+    """A one-line user error naming the valid values when ``value`` is not one of ``allowed``."""
+    if value is None or value in allowed:
+        return
+    near = [a for a in allowed if value and value.lower().replace("-", "_") in a]
+    near = near or difflib.get_close_matches(value.lower(), allowed, n=1)
+    tip = f" (did you mean {' or '.join(near)}?)" if near else ""
+    fail(f"unknown {option} {value!r}{tip}; expected one of {', '.join(allowed)}")
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``width`` characters ending in "…"."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space >= width // 2:  # else a very long word: cut inside it
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(-") + "…"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline.runner import infersentry_version  # the version each run records
+
+        print(f"infersentry {infersentry_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
 
 
 def _store(db: str | None) -> Any:
@@ -135,7 +181,15 @@ def _replay_file(file: Path, labels: Path | None, config: Path | None, run: str 
                        rate=totals.events / elapsed)
 
         summary = replay_file(store, cfg, file, labels, run, on_batch=on_batch)
+        _complete(bar, task)
     _print_summary(store, summary.run, summary)
+
+
+def _complete(bar: Any, task: Any) -> None:
+    """Show a finished replay at 100%: the bar counts compressed bytes read, which lag the last event
+    (and an already complete run reads nothing)."""
+    total = bar.tasks[task].total or 1
+    bar.update(task, total=total, completed=total)
 
 
 def _replay_kafka(topic: str, labels_topic: str | None, time_from: str, time_to: str, timeout: float,
@@ -222,6 +276,7 @@ def demo(
             bar.update(task, total=progress.total, completed=progress.done, events=totals.events)
 
         report = run_demo(store, workdir, n_events=events, seed=seed, on_batch=on_batch)
+        _complete(bar, task)
     t = report.summary.totals
     if report.summary.already_complete:
         out.print(f"run [bold]{report.summary.run}[/bold] was already replayed into this database; showing its results")
@@ -237,6 +292,14 @@ def demo(
                       f"change: {_summary(a)}")
         if not report.drift_alerts:
             out.print("  [red]no drift alert[/red]")
+    if report.performance_alerts:
+        n = len(report.performance_alerts)
+        out.print(f"\n[bold]performance[/bold] (error rate on the delayed labels): {n} alert{'s' if n > 1 else ''}")
+        for a in report.performance_alerts[:3]:
+            before = [cp for cp in truth.change_points if cp.ts <= a["raised_ts"]]
+            when = (f"{report.events_between(before[-1].ts, a['raised_ts']):,} events after the drift" if before
+                    else "before any injected drift")
+            out.print(f"  performance alert at {a['raised_at']}, {when}: {_summary(a)}")
     out.print("\n[bold]attackers[/bold] in the stream:")
     for at in truth.attackers:
         hits = sorted((a for a in report.caller_alerts if a["client_id"] == at.client_id), key=lambda a: a["raised_ts"])
@@ -256,17 +319,59 @@ def demo(
     on_attackers = sum(1 for a in per_event if a["client_id"] in truth.attacker_ids)
     out.print(f"per-event alerts (adversarial/outlier): {len(per_event):,}, {on_attackers:,} of them on the attackers' "
               "queries")
-    db_url = resolve_db_url(db)
+    cmd = _cli_command()
+    run = shlex.quote(report.summary.run)
+    db_arg = f" --db {shlex.quote(resolve_db_url(db))}" if db else ""
+    example = _example_alert(report)
+    review_id = example["alert_id"][:12] if example else "ALERT_ID"
     out.print("\n[bold]where to look next[/bold]")
-    out.print(f"  infersentry alerts list --run {report.summary.run}" + (f" --db {db_url}" if db else ""))
-    out.print(f"  infersentry alerts export --run {report.summary.run} --out alerts.jsonl")
-    out.print("  docker compose up   # Kafka, PostgreSQL, Grafana dashboards at http://localhost:3000")
+    for line in (f"{cmd} runs report {run}{db_arg}   # one page: alerts by kind and severity, top alerts, callers",
+                 f"{cmd} alerts list --run {run}{db_arg}",
+                 f"{cmd} alerts review {review_id} --run {run} --status confirmed --reviewer me{db_arg}"
+                 + (f"   # the {example['kind']} alert on {example['client_id'] or example['model']}" if example else ""),
+                 f"{cmd} alerts export --run {run} --out alerts.jsonl{db_arg}",
+                 "docker compose up   # Kafka, PostgreSQL, Grafana dashboards at http://localhost:3000"):
+        out.print("  " + escape(line), highlight=False)
 
 
-def _summary(alert: dict[str, Any]) -> str:
+def _cli_command() -> str:
+    """How to run this command line from the current directory.
+
+    ``infersentry`` when that is on PATH and is this installation; else the entry point next to the
+    running interpreter (after ``scripts/demo.sh``: ``.venv/bin/infersentry``, which is not on PATH),
+    relative to the current directory when shorter; else ``python -m pipeline``.
+    """
+    ours = Path(sys.executable).parent / ("infersentry.exe" if os.name == "nt" else "infersentry")
+    on_path = shutil.which("infersentry")
+    if on_path is not None and (not ours.is_file() or os.path.samefile(on_path, ours)):
+        return "infersentry"
+    if ours.is_file():
+        return shlex.quote(_short_path(str(ours)))
+    return f"{shlex.quote(_short_path(sys.executable))} -m pipeline"
+
+
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    if len(rel) >= len(path):
+        return path
+    return rel if os.sep in rel else os.path.join(".", rel)  # a bare name would be looked up on PATH
+
+
+def _example_alert(report: Any) -> dict[str, Any] | None:
+    """An alert worth reviewing first: a caught attacker's campaign, else any per-caller or drift alert."""
+    for group in (report.caller_alerts, report.drift_alerts):
+        if group:
+            return min(group, key=lambda a: (a["kind"] != "attack_campaign", a["raised_ts"]))
+    return None
+
+
+def _summary(alert: dict[str, Any], width: int = 160) -> str:
     import orjson
 
-    return str(orjson.loads(alert["explanation"]).get("summary", ""))[:160]
+    return _shorten(str(orjson.loads(alert["explanation"]).get("summary", "")), width)
 
 
 # -- alerts ---------------------------------------------------------------------------------
@@ -296,23 +401,32 @@ def alerts_export(
 @alerts_app.command("list")
 def alerts_list(
     run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind (drift, attack_campaign, ...).")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="Only this reviewer status.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Show at most this many (newest last).")] = 200,
+    kind: Annotated[str | None, typer.Option("--kind", help=f"Only this kind: {', '.join(ALERT_KINDS)}.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help=f"Only this reviewer status: {', '.join(STATUSES)}.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many: the newest, listed oldest first.")] = 200,
     db: DbOption = None,
 ) -> None:
     """A readable table of alerts."""
-
+    _check_choice("--kind", kind, ALERT_KINDS)
+    _check_choice("--status", status, STATUSES)
+    if limit < 1:
+        fail("--limit must be at least 1")
     store = _store(db)
     if run is not None and not store.run_exists(run):
         fail(f"no run named {run!r} in {resolve_db_url(db)}")
     rows = [a for a in store.iter_alerts(run)
             if (kind is None or a["kind"] == kind) and (status is None or a["status"] == status)]
-    table = Table(title=f"{len(rows)} alerts" + (f" in {run}" if run else ""), show_lines=False)
-    for col in ("raised_at", "kind", "severity", "model", "client", "score", "threshold", "status", "summary", "alert_id"):
+    shown = rows[-limit:]
+    where = f" in {run}" if run else ""
+    title = f"{len(rows)} alert{'' if len(rows) == 1 else 's'}{where}"
+    if len(shown) < len(rows):
+        title = f"showing the newest {len(shown)} of {len(rows)} alerts{where} (--limit)"
+    table = Table(title=title, show_lines=False)
+    for col in ("raised_at", "kind", "severity", "model", "client", "score", "threshold", "status", "summary"):
         table.add_column(col, overflow="fold")
-    for a in rows[-limit:]:
-        summary = _summary(a)[:80]
+    table.add_column("alert_id", no_wrap=True, min_width=12)  # never wrapped, so it can be copied
+    for a in shown:
+        summary = _summary(a, 80)
         table.add_row(a["raised_at"], a["kind"], a["severity"], f"{a['model']}@{a['model_version'] or '-'}",
                       a["client_id"] or "", f"{a['score']:.4g}",
                       "" if a["threshold"] is None else f"{a['threshold']:.4g}", a["status"], summary,
@@ -323,13 +437,14 @@ def alerts_list(
 @alerts_app.command("review")
 def alerts_review(
     alert_id: Annotated[str, typer.Argument(help="The alert's id (a unique prefix is enough).")],
-    status: Annotated[str, typer.Option("--status", help="open, acknowledged, confirmed, false_positive or resolved.")],
+    status: Annotated[str, typer.Option("--status", help=f"One of {', '.join(STATUSES)}.")],
     run: Annotated[str | None, typer.Option("--run", help="The alert's run (needed if the id is in several).")] = None,
     reviewer: Annotated[str | None, typer.Option("--reviewer", help="Who reviewed it.")] = None,
     note: Annotated[str | None, typer.Option("--note", help="Free-text note.")] = None,
     db: DbOption = None,
 ) -> None:
     """Set a reviewer status on an alert (kept across replays) and record it in the history."""
+    _check_choice("--status", status, STATUSES)
     from sqlalchemy import select
 
     from pipeline.review import set_status
@@ -344,12 +459,29 @@ def alerts_review(
     if not matches:
         fail(f"no alert with id {alert_id!r}" + (f" in run {run!r}" if run else ""))
     if len(matches) > 1:
-        fail(f"{len(matches)} alerts match {alert_id!r}: give --run or a longer id")
+        fail(_ambiguous_alert(alert_id, [(m.run, m.alert_id) for m in matches]))
     try:
         set_status(store.engine, matches[0].run, matches[0].alert_id, status, reviewer=reviewer, note=note)
     except ValueError as exc:
         fail(str(exc))
     Console().print(f"{matches[0].alert_id} in {matches[0].run}: {status}")
+
+
+def _ambiguous_alert(prefix: str, matches: list[tuple[str, str]]) -> str:
+    """Why ``prefix`` names more than one (run, alert) and what to give: ``--run``, a longer id, or both."""
+    ids = sorted({i for _, i in matches})
+    runs = sorted({r for r, _ in matches})
+
+    def some(names: list[str], width: int = 0) -> str:
+        shown = [n[:width] if width else n for n in names[:5]]
+        return ", ".join(shown) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+    if len(ids) == 1:
+        return f"alert {ids[0]} is in {len(runs)} runs ({some(runs)}): give --run"
+    message = f"{len(ids)} alert ids start with {prefix!r} ({some(ids, 16)}): give a longer id"
+    if len(matches) > len(ids):
+        message += f" and --run (they are in runs {some(runs)})"
+    return message
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -495,13 +627,17 @@ def run_cmd(
               highlight=False)
 
 
+SCENARIO_HELP = ("mixed (as in the demo: benign traffic with one drift and attacks), benign (neither), or one of: "
+                 + ", ".join(name for name in SCENARIOS if name not in ("mixed", "benign")) + ".")
+
+
 @app.command()
 def simulate(
     topic: Annotated[str, typer.Option("--topic", help="Predictions topic.")] = "predictions",
     labels_topic: Annotated[str, typer.Option("--labels-topic", help="Labels topic ('' for none).")] = "labels",
     events: Annotated[int, typer.Option("--events", help="Predictions to send.")] = 100_000,
     rate: Annotated[float, typer.Option("--rate", help="Predictions per second; 0 = as fast as possible.")] = 0.0,
-    scenario: Annotated[str, typer.Option("--scenario", help="mixed (drift + attacks), benign, or another named scenario.")] = "mixed",
+    scenario: Annotated[str, typer.Option("--scenario", help=SCENARIO_HELP)] = "mixed",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated traffic.")] = 0,
     partitions: Annotated[int, typer.Option("--partitions", help="Partitions of topics it creates.")] = 4,
     bootstrap: BootstrapOption = "127.0.0.1:9092",
@@ -509,7 +645,6 @@ def simulate(
     """Produce realistic traffic to Kafka (creates missing topics; exits when N events are sent)."""
     from pipeline.simulate import simulate as run_simulation
     from pipeline.sources.kafka import KafkaSourceError
-    from pipeline.traffic import SCENARIOS
 
     if scenario not in SCENARIOS:
         fail(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")

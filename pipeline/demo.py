@@ -32,6 +32,10 @@ class DemoReport:
         return [a for a in self.alerts if a["kind"] == "drift"]
 
     @property
+    def performance_alerts(self) -> list[dict[str, Any]]:
+        return [a for a in self.alerts if a["kind"] == "performance"]
+
+    @property
     def caller_alerts(self) -> list[dict[str, Any]]:
         return [a for a in self.alerts if a["kind"] in ("attack_campaign", "extraction")]
 

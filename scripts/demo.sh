@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo command: installs infersentry into .venv and runs `infersentry demo` on embedded
-# defaults (SQLite in ./infersentry-demo.db, no Kafka needed).
+# defaults (SQLite in ./infersentry.db, generated files in ./infersentry-demo/, no Kafka needed).
+# Afterwards the command is .venv/bin/infersentry (not on PATH unless the venv is activated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

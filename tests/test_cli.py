@@ -185,3 +185,109 @@ def test_run_that_loses_its_database_exits_with_one_line_and_marks_the_run_faile
     out = capsys.readouterr().err
     assert "database unavailable" in out and "refused" in out and "Traceback" not in out
     assert Store(make_engine(db)).run_row("r1")["status"] == "failed"  # type: ignore[index]
+
+
+# -- first-time-user polish: alerts list/review, progress, --version, simulate --help ------------------
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, stream_files: tuple[Path, Path]
+             ) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+    """The same stream replayed as runs ``a`` (with the progress bar) and ``b``: every alert id is in both."""
+    d = tmp_path_factory.mktemp("two-runs")
+    preds, labels = stream_files
+    db = f"sqlite:///{d}/two.db"
+    first = cli("replay", str(preds), "--labels", str(labels), "--run", "a", "--db", db, cwd=d)
+    assert first.returncode == 0, first.stderr
+    second = cli("replay", str(preds), "--labels", str(labels), "--run", "b", "--quiet", "--db", db, cwd=d)
+    assert second.returncode == 0, second.stderr
+    return d, db, first
+
+
+def test_alerts_list_rejects_an_unknown_kind_or_status_naming_the_valid_ones(tmp_path: Path) -> None:
+    from clichecks import assert_one_line_error
+
+    r = cli("alerts", "list", "--kind", "campaign", cwd=tmp_path)
+    assert_one_line_error(r, "'campaign'", "did you mean attack_campaign?", *sorted(KINDS))
+    r = cli("alerts", "list", "--status", "closed", cwd=tmp_path)
+    assert_one_line_error(r, "'closed'", "open, acknowledged, confirmed, false_positive, resolved")
+    r = cli("alerts", "review", "0123", "--status", "fixed", cwd=tmp_path)
+    assert_one_line_error(r, "'fixed'", "false_positive")
+
+
+def test_alerts_list_says_when_limit_hides_alerts_and_never_wraps_the_id(
+        two_runs: tuple[Path, str, subprocess.CompletedProcess[str]]) -> None:
+    import os
+
+    d, db, _ = two_runs
+    ids = [json.loads(line)["alert_id"] for line in cli("alerts", "export", "--run", "a", "--db", db, cwd=d).stdout.splitlines()]
+    r = subprocess.run([sys.executable, "-m", "pipeline", "alerts", "list", "--run", "a", "--limit", "2", "--db", db],
+                       cwd=d, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    assert f"showing the newest 2 of {len(ids)} alerts in a (--limit)" in r.stdout
+    for alert_id in ids[-2:]:  # the newest two, each id whole on one line at 80 columns
+        assert alert_id[:12] in r.stdout, r.stdout
+    r = cli("alerts", "list", "--run", "a", "--kind", "drift", "--db", db, cwd=d)
+    assert r.returncode == 0 and "showing" not in r.stdout and "1 alert in a" in r.stdout, r.stdout
+
+
+def test_alerts_review_of_an_id_in_several_runs_names_them_and_asks_for_run(
+        two_runs: tuple[Path, str, subprocess.CompletedProcess[str]]) -> None:
+    from clichecks import assert_one_line_error
+
+    d, db, _ = two_runs
+    alert_id = json.loads(cli("alerts", "export", "--run", "a", "--db", db, cwd=d).stdout.splitlines()[0])["alert_id"]
+    r = cli("alerts", "review", alert_id[:12], "--status", "confirmed", "--db", db, cwd=d)
+    assert_one_line_error(r, f"alert {alert_id} is in 2 runs (a, b): give --run")
+    r = cli("alerts", "review", alert_id[:12], "--status", "confirmed", "--run", "b", "--db", db, cwd=d)
+    assert r.returncode == 0 and f"{alert_id} in b: confirmed" in r.stdout, r.stderr
+
+
+def test_ambiguous_alert_prefix_asks_for_a_longer_id_and_run_when_needed() -> None:
+    from pipeline.cli import _ambiguous_alert
+
+    assert _ambiguous_alert("ab", [("a", "ab1"), ("a", "ab2")]) == "2 alert ids start with 'ab' (ab1, ab2): give a longer id"
+    assert _ambiguous_alert("ab", [("a", "ab1"), ("b", "ab1"), ("a", "ab2")]) == (
+        "2 alert ids start with 'ab' (ab1, ab2): give a longer id and --run (they are in runs a, b)")
+
+
+def test_a_finished_or_already_complete_replay_shows_its_progress_at_100_percent(
+        two_runs: tuple[Path, str, subprocess.CompletedProcess[str]], stream_files: tuple[Path, Path]) -> None:
+    d, db, first = two_runs
+    assert "100%" in first.stderr and "99%" not in first.stderr, first.stderr
+    preds, labels = stream_files
+    again = cli("replay", str(preds), "--labels", str(labels), "--run", "a", "--db", db, cwd=d)
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+    assert "100%" in again.stderr and " 0%" not in again.stderr, again.stderr
+
+
+def test_summaries_are_cut_at_a_word_boundary_with_an_ellipsis() -> None:
+    from pipeline.cli import _shorten, _summary
+
+    text = "drift in input locations (joint test): pc0 (-1.3 sd, KS 0.41), amount (+2.1 sd); window 200 events"
+    assert _shorten(text, 200) == text
+    for width in range(20, len(text)):
+        cut = _shorten(text, width)
+        assert len(cut) <= width and cut.endswith("…")
+        body = cut[:-1]
+        assert text.startswith(body) and text[len(body)] in " ,;:(-", (width, cut)
+    assert _shorten("x" * 50, 10) == "x" * 9 + "…"  # one long word: cut inside it
+    alert = {"explanation": json.dumps({"summary": text})}
+    assert _summary(alert, 60) == "drift in input locations (joint test): pc0 (-1.3 sd, KS…"
+
+
+def test_version_comes_from_the_package_metadata(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    r = cli("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == f"infersentry {version('infersentry')}\n", (r.stdout, r.stderr)
+
+
+def test_simulate_help_lists_every_scenario(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.traffic import SCENARIOS
+
+    r = subprocess.run([sys.executable, "-m", "pipeline", "simulate", "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 0, r.stderr
+    for name in SCENARIOS:
+        assert name in r.stdout, name
