@@ -484,6 +484,70 @@ def _ambiguous_alert(prefix: str, matches: list[tuple[str, str]]) -> str:
     return message
 
 
+# -- dead letters ---------------------------------------------------------------------------
+dead_app = typer.Typer(help="Messages that could not be scored: list them, export them to fix and replay.",
+                       no_args_is_help=True)
+app.add_typer(dead_app, name="dead-letters")
+StreamOption = Annotated[str | None, typer.Option("--stream", help="Only predictions or only labels.")]
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    stream: StreamOption = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show at most this many (the first, by source position).")] = 50,
+    db: DbOption = None,
+) -> None:
+    """A table of dead letters: where each came from, why it was refused, and its first bytes."""
+    _check_choice("--stream", stream, ("predictions", "labels"))
+    if limit < 1:
+        fail("--limit must be at least 1")
+    store = _store(db)
+    if run is not None and not store.run_exists(run):
+        fail(f"no run named {run!r} in {resolve_db_url(db)}")
+    rows = list(store.iter_dead_letters(run, stream))
+    title = f"{len(rows)} dead letter{'' if len(rows) == 1 else 's'}" + (f" in {run}" if run else "")
+    if len(rows) > limit:
+        title = f"the first {limit} of {title} (--limit)"
+    table = Table(title=title)
+    for col in ("run", "source", "partition", "position", "stream", "reason", "message"):
+        table.add_column(col, overflow="fold")
+    for d in rows[:limit]:
+        table.add_row(d["run"], d["source"], str(d["partition"]), str(d["position"]), d["stream"],
+                      _shorten(d["reason"], 100), escape(_shorten(d["raw_preview"], 60)))
+    Console().print(table)
+
+
+@dead_app.command("export")
+def dead_letters_export(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    stream: StreamOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Dead letters as JSON Lines, one object per message with its run, source, partition, position, stream,
+    reason and the message itself (`raw`: its text, invalid UTF-8 replaced; `raw_base64`: its exact bytes), in
+    source order. Fix the messages and replay them (e.g. `jq -r .raw` gives one message per line)."""
+    import base64
+
+    import orjson
+
+    _check_choice("--stream", stream, ("predictions", "labels"))
+    store = _store(db)
+    if run is not None and not store.run_exists(run):
+        fail(f"no run named {run!r} in {resolve_db_url(db)}")
+    lines = []
+    for d in store.iter_dead_letters(run, stream):
+        lines.append(orjson.dumps({
+            "run": d["run"], "source": d["source"], "partition": d["partition"], "position": d["position"],
+            "stream": d["stream"], "reason": d["reason"], "raw": d["raw"].decode("utf-8", "replace"),
+            "raw_base64": base64.b64encode(d["raw"]).decode("ascii"),
+        }).decode())
+    _emit("".join(line + "\n" for line in lines), out)
+    if out is not None:
+        err.print(f"{len(lines):,} dead letters written to {out}", highlight=False)
+
+
 # -- runs -----------------------------------------------------------------------------------
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
     if fmt not in allowed:
@@ -519,7 +583,7 @@ def runs_report(
     run: Annotated[str, typer.Argument(help="The run's name (see `infersentry runs list`).")],
     fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
     out: Annotated[Path | None, typer.Option("--out", help="Output file (default: stdout).")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many top alerts to list (most severe, then most recent).")] = 10,
+    top: Annotated[int, typer.Option("--top", help="How many top alerts to list (most severe; each kind, model and caller once before repeats).")] = 10,
     db: DbOption = None,
 ) -> None:
     """One page about a run for an audit.

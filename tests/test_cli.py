@@ -291,3 +291,30 @@ def test_simulate_help_lists_every_scenario(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     for name in SCENARIOS:
         assert name in r.stdout, name
+
+
+def test_dead_letters_are_listed_and_exported_byte_exact(tmp_path: Path) -> None:
+    good = [json.dumps(m) for m in generate("benign", n_events=300, seed=3).predictions]
+    bad = [b'{"event_id": "n", "ts": 0, "model": "m", "features": [NaN], "prediction": 1}', b"\xff\xfe{",
+           b'{"event_id": "p", "ts": 0, "model": "m", "features": [1]}']
+    lines = [g.encode() for g in good[:10]] + bad[:2] + [g.encode() for g in good[10:]] + bad[2:]
+    (tmp_path / "p.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    r = cli("replay", "p.jsonl", "--run", "dl", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    listed = cli("dead-letters", "list", "--run", "dl", "--limit", "2", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "the first 2 of 3 dead letters in dl" in " ".join(listed.stdout.split())
+    assert "NaN" in listed.stdout and "missing required field prediction" not in listed.stdout
+    exported = cli("dead-letters", "export", "--run", "dl", "--stream", "predictions", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    import base64
+
+    assert [base64.b64decode(d["raw_base64"]) for d in rows] == bad  # exact bytes, in file order
+    assert [d["position"] for d in rows] == [10, 11, len(lines) - 1]  # 0-based line index
+    assert "NaN" in rows[0]["reason"] and rows[2]["reason"] == "missing required field prediction"
+    assert rows[0]["raw"] == bad[0].decode() and rows[1]["raw"].startswith("\ufffd")
+    none = cli("dead-letters", "export", "--run", "dl", "--stream", "labels", cwd=tmp_path)
+    assert none.returncode == 0 and none.stdout == ""
+    wrong = cli("dead-letters", "list", "--stream", "label", cwd=tmp_path)
+    assert wrong.returncode == 2 and "labels" in wrong.stderr
