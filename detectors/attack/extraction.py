@@ -103,6 +103,7 @@ FP_QUANT = 8.0
 #: the typicality CUSUM is kept in integers (exact, so batch cuts cannot change a decision)
 ATYP_UNIT = 1024
 _SEG = 2**40
+UPDATE_EVERY = 100  # queries between updates of an open extraction alert (as the campaign default)
 
 
 @functools.lru_cache(maxsize=8)
@@ -330,10 +331,66 @@ class ExtractionDetector(Detector):
             on_reset=self._on_reset,
         )
         self._evidence: dict[int, list[str]] = {}
+        self._alerts: dict[int, dict[str, Any]] = {}  # slot -> the caller's open alert (for its updates)
 
     def _on_reset(self, slots: np.ndarray) -> None:
         for s in slots.tolist():
             self._evidence.pop(s, None)
+            self._alerts.pop(s, None)
+
+    def _updates(self, batch: EventBatch, lay: Any, srows: np.ndarray, alerted_before: np.ndarray,
+                 evid: np.ndarray, score: np.ndarray, ood_count: np.ndarray, derived_count: np.ndarray,
+                 wprime: np.ndarray, S_atyp: np.ndarray) -> list[Finding]:
+        """Updates of open extraction alerts: a caller flagged earlier that keeps querying gets its
+        alert updated every ``UPDATE_EVERY`` queries (``window_end``, score, counts, evidence up to
+        ``max_evidence``), as campaign alerts are, so a reviewer sees how far the extraction went.
+        Positions follow each caller's query count, so updates do not depend on batch cuts."""
+        A = self.table.arrays
+        post = alerted_before.copy()
+        gid = np.repeat(np.arange(len(lay.group_slots)), lay.group_sizes)
+        for alert in self._alerts.values():
+            p0 = alert.pop("pos", None)  # fired in this batch: the caller's later queries in it count
+            if p0 is not None:
+                end = int(lay.group_starts[gid[p0]] + lay.group_sizes[gid[p0]])
+                post[p0 + 1:end] = True
+        if not post.any():
+            return []
+        starts = lay.group_starts[gid]
+        n_q = A["n_q"][lay.slot] + (np.arange(len(post)) - starts) + 1
+        out: list[Finding] = []
+        for p in np.flatnonzero(post).tolist():
+            s = int(lay.slot[p])
+            if s not in self._alerts:  # alerted before alerts were kept (a snapshot of an older version)
+                continue
+            open_alert = self._alerts[s]
+            eid = batch.event_ids[int(srows[p])]
+            if evid[p] and len(open_alert["evidence"]) < self.max_evidence:
+                open_alert["evidence"].append(eid)
+            since = int(n_q[p]) - int(open_alert["n_at"])
+            if since <= 0 or since % UPDATE_EVERY:
+                continue
+            t = float(batch.ts[int(srows[p])])
+            first = open_alert["explanation"]
+            expl = {**first,
+                    "summary": (f"extraction goes on ({int(n_q[p])} queries so far): {int(ood_count[p])} of its last "
+                                f"{min(self.W, int(n_q[p]))} out of distribution"
+                                + (f", {int(derived_count[p])} derived from its own earlier ones" if self.D is not None else "")),
+                    "ood_count": int(ood_count[p]), "derived_count": int(derived_count[p]),
+                    "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
+                    "typicality_cusum": float(S_atyp[p] / ATYP_UNIT) if len(S_atyp) else 0.0,
+                    "caller_queries_so_far": int(n_q[p]),
+                    "at_trigger": {"score": open_alert["score"], "summary": first["summary"],
+                                   "raised_at": time_at(float(open_alert["raised_at"]))}}
+            sev = Severity.CRITICAL if score[p] >= 2.0 or open_alert["severity"] == Severity.CRITICAL.value \
+                else Severity.WARNING
+            out.append(Finding(
+                kind=Kind.EXTRACTION, detector=self.name, config_hash=self.config_hash,
+                trigger_event_id=open_alert["trigger"], raised_at=float(open_alert["raised_at"]), score=float(score[p]),
+                threshold=1.0, severity=sev, explanation=expl, client_id=batch.client_ids[int(srows[p])],
+                window_start=float(open_alert["window_start"]), window_end=t, updated_at=t,
+                event_ids=tuple(open_alert["evidence"]), is_update=True,
+            ))
+        return out
 
     # ---------------------------------------------------------------------------------------
     def _fit(self, X: np.ndarray, ts: np.ndarray, keys: np.ndarray) -> None:
@@ -588,7 +645,8 @@ class ExtractionDetector(Detector):
         score = np.maximum(np.maximum(ood_count / self.T, prada), atyp)
         if self.D is not None:
             score = np.maximum(score, derived_count / self.D)
-        fire = (score >= 1.0) & ~A["alerted"][lay.slot]
+        alerted_before = A["alerted"][lay.slot].copy()
+        fire = (score >= 1.0) & ~alerted_before
         findings: list[Finding] = []
         flagged: list[FlaggedEvent] = []
         # evidence: OOD and derived queries of callers (bounded per caller)
@@ -699,6 +757,11 @@ class ExtractionDetector(Detector):
                     f"W'={wprime[p]:.3f}", cid,
                 ))
                 self._evidence.pop(s, None)
+                self._alerts[s] = {"trigger": eid, "raised_at": t, "n_at": n_q, "pos": p, "score": float(score[p]),
+                                   "severity": sev.value, "window_start": window_start, "evidence": list(ev),
+                                   "explanation": expl}
+        findings += self._updates(batch, lay, srows, alerted_before, evid, score, ood_count, derived_count,
+                                  wprime, S_atyp)
         # ---- state update ----
         ring_write(A["flags"], bits, lay, A["ohead"], self.W)
         ring_write(A["hist"], Y, lay, A["ohead"], self.H)  # at the window position mod H (see _history)
@@ -732,6 +795,7 @@ class ExtractionDetector(Detector):
             "ref_span": list(self._ref_span),
             "table": self.table.state(),
             "evidence": {str(k): list(v) for k, v in self._evidence.items()},
+            "alerts": {str(k): {**v, "evidence": list(v["evidence"])} for k, v in self._alerts.items()},
             "held": self._held.copy(),
             "fp_model": self._fp_model.state() if self._fp_model is not None else None,
             **self.monitor.state(),
@@ -756,6 +820,7 @@ class ExtractionDetector(Detector):
         self._ref_span = (float(state["ref_span"][0]), float(state["ref_span"][1]))
         self.table.load(state["table"])
         self._evidence = {int(k): list(v) for k, v in state["evidence"].items()}
+        self._alerts = {int(k): {**v, "evidence": list(v["evidence"])} for k, v in state.get("alerts", {}).items()}
         self._held = np.asarray(state["held"], dtype=np.float64)
         self._fp_model = SubspaceModel.load(state["fp_model"]) if state["fp_model"] is not None else None
         self.monitor.load(state)

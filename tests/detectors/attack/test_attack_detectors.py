@@ -132,6 +132,25 @@ def test_campaign_updates_keep_the_trigger_score_and_summary(walk_stream: dict) 
     assert "at_trigger" not in first.explanation
 
 
+def test_extraction_alert_is_updated_while_the_thief_goes_on(thief_stream: dict) -> None:
+    found = run(ExtractionDetector(ctx()), thief_stream, 500)
+    (first,) = [x for x in found if not x.is_update]
+    updates = [x for x in found if x.is_update]
+    sent = thief_stream["clients"].count("thief")
+    rows = [i for i, c in enumerate(thief_stream["clients"]) if c == "thief"]
+    at = [f"e{i}" for i in rows].index(first.trigger_event_id) + 1
+    assert len(updates) == (sent - at) // 100  # one per 100 further queries of the caller
+    assert all(u.trigger_event_id == first.trigger_event_id and u.raised_at == first.raised_at for u in updates)
+    last = updates[-1]
+    assert last.explanation["caller_queries_so_far"] == at + 100 * len(updates)
+    assert last.window_end > first.window_end and last.updated_at == last.window_end
+    assert set(first.event_ids) <= set(last.event_ids) and len(last.event_ids) <= 50
+    assert len(last.event_ids) > len(first.event_ids)  # later flagged queries join the evidence
+    assert last.explanation["at_trigger"] == {"score": first.score, "summary": first.explanation["summary"],
+                                              "raised_at": last.explanation["at_trigger"]["raised_at"]}
+    assert last.explanation["summary"].startswith("extraction goes on")
+
+
 def test_campaign_attacker_inside_benign_account() -> None:
     rng = np.random.default_rng(5)
     s = stream(2, attack=None)
@@ -191,7 +210,7 @@ def _assert_json_like(obj) -> None:
 
 def test_extraction_flags_uniform_thief_only(thief_stream: dict) -> None:
     det = ExtractionDetector(ctx())
-    f = run(det, thief_stream, 500)
+    f = [x for x in run(det, thief_stream, 500) if not x.is_update]
     assert [x.client_id for x in f] == ["thief"]
     rows = [i for i, c in enumerate(thief_stream["clients"]) if c == "thief"]
     pos = [f"e{i}" for i in rows].index(f[0].trigger_event_id) + 1
@@ -514,7 +533,7 @@ def test_extraction_population_shift_refreshes_and_flags_no_benign_caller() -> N
     s2 = shifted_stream(seed=5, flood=True)
     det3 = ExtractionDetector(ctx())
     f3 = run(det3, s2, 500)
-    assert det3.refreshes == [] and [x.client_id for x in f3] == ["thief"]
+    assert det3.refreshes == [] and [x.client_id for x in f3 if not x.is_update] == ["thief"]
 
 
 def test_extraction_flags_derived_queries_of_perturbing_and_jacobian_thieves() -> None:
@@ -535,6 +554,9 @@ def test_extraction_flags_derived_queries_of_perturbing_and_jacobian_thieves() -
         assert {x.client_id for x in f} == set(kinds), (dataset, [x.client_id for x in f])
         assert 0.0 < det.derived_radius < 2.0
         for x in f:
+            if x.is_update:  # the extraction goes on: later queries update the alert (not a new one)
+                assert x.explanation["at_trigger"]["summary"] and x.updated_at is not None
+                continue
             e = x.explanation
             assert e["caller_queries_so_far"] <= 200, (dataset, kinds[x.client_id], e["caller_queries_so_far"])
             if kinds[x.client_id] == "extraction-perturb" and dataset == "digits":
