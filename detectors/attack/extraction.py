@@ -372,9 +372,10 @@ class ExtractionDetector(Detector):
             t = float(batch.ts[int(srows[p])])
             first = open_alert["explanation"]
             expl = {**first,
-                    "summary": (f"extraction goes on ({int(n_q[p])} queries so far): {int(ood_count[p])} of its last "
-                                f"{min(self.W, int(n_q[p]))} out of distribution"
-                                + (f", {int(derived_count[p])} derived from its own earlier ones" if self.D is not None else "")),
+                    "summary": (f"flagged caller goes on: {int(n_q[p])} queries so far; now {int(ood_count[p])} of "
+                                f"its last {min(self.W, int(n_q[p]))} out of distribution"
+                                + (f", {int(derived_count[p])} derived from its own earlier ones" if self.D is not None
+                                   else "") + f" (flagged at query {int(open_alert['n_at'])})"),
                     "ood_count": int(ood_count[p]), "derived_count": int(derived_count[p]),
                     "prada_w": None if not np.isfinite(wprime[p]) else float(wprime[p]),
                     "typicality_cusum": float(S_atyp[p] / ATYP_UNIT) if len(S_atyp) else 0.0,

@@ -148,7 +148,7 @@ def test_extraction_alert_is_updated_while_the_thief_goes_on(thief_stream: dict)
     assert len(last.event_ids) > len(first.event_ids)  # later flagged queries join the evidence
     assert last.explanation["at_trigger"] == {"score": first.score, "summary": first.explanation["summary"],
                                               "raised_at": last.explanation["at_trigger"]["raised_at"]}
-    assert last.explanation["summary"].startswith("extraction goes on")
+    assert last.explanation["summary"].startswith("flagged caller goes on")
 
 
 def test_campaign_attacker_inside_benign_account() -> None:
