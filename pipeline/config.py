@@ -222,6 +222,8 @@ def _probe(cls: type, mc: ModelConfig, params: dict[str, Any]) -> str | None:
     ctx = DetectorContext(RouteKey("config-check", None, 0), FeatureSchema(("x0", "x1")), seed=mc.seed,
                           events_between_false_alarms=mc.events_between_false_alarms, event_fpr=mc.event_fpr,
                           extra={"classes": mc.classes})
+    # a ``reference`` mapping is laid out for the real model's features: checked when it is built
+    params = {k: v for k, v in params.items() if k != "reference"}
     try:
         cls(ctx, **params)
     except (ValueError, TypeError) as exc:
