@@ -308,7 +308,7 @@ def demo(
             first = hits[0]
             queries = sum(1 for i in at.indices if report.prediction_ts[i] <= first["raised_ts"]) if at.indices else 0
             kinds = ", ".join(sorted({h["kind"] for h in hits}))
-            line += f"[green]caught[/green] ({kinds}) after {queries} of its queries: {_summary(first)}"
+            line += f"[green]caught[/green] ({kinds}) after {queries} of its queries: {_summary(first, at_trigger=True)}"
         else:
             line += "[red]missed[/red]"
         out.print(line)
@@ -368,10 +368,14 @@ def _example_alert(report: Any) -> dict[str, Any] | None:
     return None
 
 
-def _summary(alert: dict[str, Any], width: int = 160) -> str:
+def _summary(alert: dict[str, Any], width: int = 160, at_trigger: bool = False) -> str:
+    """The alert's one-line summary (its latest update's; with ``at_trigger``, the one it was raised with)."""
     import orjson
 
-    return _shorten(str(orjson.loads(alert["explanation"]).get("summary", "")), width)
+    explanation = orjson.loads(alert["explanation"])
+    if at_trigger and isinstance(explanation.get("at_trigger"), dict):
+        explanation = explanation["at_trigger"]
+    return _shorten(str(explanation.get("summary", "")), width)
 
 
 # -- alerts ---------------------------------------------------------------------------------

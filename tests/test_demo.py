@@ -41,6 +41,8 @@ def test_demo_prints_where_to_look_next_as_commands_that_run(tmp_path: Path) -> 
     out = r.stdout
     assert "performance (error rate on the delayed labels): 1 alert" in out and "performance alert at" in out
     found = next(line for line in out.splitlines() if line.startswith("  found: drift alert"))
+    caught = [line for line in out.splitlines() if "caught (" in line]
+    assert caught and not any("goes on" in line for line in caught)  # why it was caught, not its latest update
     assert found.endswith("…")  # the drift summary is long: cut at a word, with an ellipsis
     commands = out.split("where to look next\n", 1)[1].splitlines()
     assert not any(c.strip().startswith("infersentry ") for c in commands)  # not on this PATH
