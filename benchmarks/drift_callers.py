@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -24,37 +25,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import DetectorSpec, ModelConfig, MonitorConfig  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.events import RawMessage  # noqa: E402
+from pipeline.timefmt import parse_ts  # noqa: E402
 from pipeline.traffic import encode_message, generate  # noqa: E402
 from pipeline.traffic.schedule import TrafficConfig  # noqa: E402
 
 
-def replay(scenario: str, n_callers: int, zipf: float, seed: int, n_events: int) -> dict[str, object]:
+@dataclass
+class Result:
+    alarms: int  # drift alerts (all of them on a benign stream; before the change on a drifting one)
+    notice: bool  # the route said its drift tests were inactive (``drift.coverage``)
+    tested_closes: int  # closes with a tested window (``drift`` stats rows)
+    delay: int | None = None  # prediction events from the change to the first drift alert after it
+
+
+def replay(scenario: str, n_callers: int, zipf: float, seed: int, n_events: int) -> Result:
     traffic = generate(scenario, n_events=n_events, seed=seed,
                        config=TrafficConfig(n_callers=n_callers, zipf_exponent=zipf))
     msgs = [RawMessage("predictions", "p", 0, i, encode_message(m)) for i, m in enumerate(traffic.predictions)]
     engine = Engine(MonitorConfig(defaults=ModelConfig(detectors={"drift": DetectorSpec()})), "bench")
-    drift: list[dict[str, object]] = []
-    notices = tested = 0
+    raised: list[float] = []
+    notice, tested = False, 0
     for i in range(0, len(msgs), 2000):
         res = engine.process(msgs[i:i + 2000])
-        drift += [a for a in res.alerts if a["kind"] == "drift"]
-        notices += sum(1 for a in res.alerts if a["kind"] == "data_quality" and "drift tests inactive" in a["explanation"])
+        raised += [float(a["raised_ts"]) for a in res.alerts if a["kind"] == "drift"]
+        notice |= any(a["kind"] == "data_quality" and "drift tests inactive" in a["explanation"] for a in res.alerts)
         tested += sum(1 for s in res.stats if s["stat"] == "drift")
-    out: dict[str, object] = {"alarms": len(drift), "notice": notices > 0, "tested_closes": tested}
-    if traffic.truth.change_points:
-        change = traffic.truth.change_points[0].ts
-        after = [a for a in drift if float(str(a["raised_ts"])) >= change]
-        before = len(drift) - len(after)
-        first = min((float(str(a["raised_ts"])) for a in after), default=None)
-        out["alarms_before"] = before
-        out["delay"] = None if first is None else sum(1 for m in traffic.predictions
-                                                      if change <= _ts(m) <= first)
-    return out
+    if not traffic.truth.change_points:
+        return Result(len(raised), notice, tested)
+    change = traffic.truth.change_points[0].ts
+    first = min((t for t in raised if t >= change), default=None)
+    delay = None if first is None else sum(1 for m in traffic.predictions if change <= _ts(m) <= first)
+    return Result(sum(1 for t in raised if t < change), notice, tested, delay)
 
 
 def _ts(message: dict[str, object]) -> float:
-    from pipeline.timefmt import parse_ts
-
     value = message["ts"]
     return float(value) if isinstance(value, int | float) else parse_ts(str(value))[0]
 
@@ -73,11 +77,10 @@ def main() -> None:
         for z in args.zipf:
             benign = [replay("benign", c, z, s, args.events) for s in args.seeds]
             shifted = [replay("drift-abrupt", c, z, s, args.events // 3) for s in args.seeds]
-            delays = [r["delay"] for r in shifted if r["delay"] is not None]
-            print(f"| {c} | {z} | {sum(int(str(r['alarms'])) for r in benign)} | "
-                  f"{sum(int(str(r['tested_closes'])) for r in benign):,} | {len(delays)}/{len(shifted)} | "
-                  f"{median(delays) if delays else '-'} | {sum(int(str(r['alarms_before'])) for r in shifted)} | "
-                  f"{sum(1 for r in shifted if r['notice'])}/{len(shifted)} |", flush=True)
+            delays = [r.delay for r in shifted if r.delay is not None]
+            print(f"| {c} | {z} | {sum(r.alarms for r in benign)} | {sum(r.tested_closes for r in benign):,} | "
+                  f"{len(delays)}/{len(shifted)} | {median(delays) if delays else '-'} | "
+                  f"{sum(r.alarms for r in shifted)} | {sum(r.notice for r in shifted)}/{len(shifted)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def load_config(path: str | Path | None) -> MonitorConfig:
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"invalid config {p}: {where}: {first['msg']}") from None
     for where, mc in models.items():
-        problem = detector_params_problem(mc) or _reference_file_problem(mc, p)
+        problem = detector_params_problem(mc) or _reference_file_problem(mc)
         if problem:
             raise ConfigError(f"invalid config {p}: {where}.{problem}")
     return cfg
@@ -231,7 +231,7 @@ def _probe(cls: type, mc: ModelConfig, params: dict[str, Any]) -> str | None:
     return None
 
 
-def _reference_file_problem(mc: ModelConfig, config_path: Path) -> str | None:
+def _reference_file_problem(mc: ModelConfig) -> str | None:
     """A ``reference_file`` that does not exist is reported when the config loads, not when the
     model's first event arrives (possibly hours into a live run)."""
     if mc.reference_file and not Path(mc.reference_file).is_file():

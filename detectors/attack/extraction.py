@@ -355,19 +355,29 @@ class ExtractionDetector(Detector):
                 post[p0 + 1:end] = True
         if not post.any():
             return []
+        # per caller: its alert's query count at the trigger and the evidence slots left (callers
+        # alerted before alerts were kept, by a snapshot of an older version, get no updates)
+        n_at_g = np.full(len(lay.group_slots), -1, dtype=np.int64)
+        room_g = np.zeros(len(lay.group_slots), dtype=np.int64)
+        for g, slot in enumerate(lay.group_slots.tolist()):
+            if slot in self._alerts:
+                n_at_g[g] = int(self._alerts[slot]["n_at"])
+                room_g[g] = self.max_evidence - len(self._alerts[slot]["evidence"])
+        post &= n_at_g[gid] >= 0
         starts = lay.group_starts[gid]
         n_q = A["n_q"][lay.slot] + (np.arange(len(post)) - starts) + 1
+        since = n_q - n_at_g[gid]
+        due = post & (since > 0) & (since % UPDATE_EVERY == 0)
+        # only the caller's first flagged queries that still fit the evidence cap: no per-query loop
+        new_ev = (post & evid).astype(np.int64)
+        rank = np.cumsum(new_ev) - (np.cumsum(new_ev) - new_ev)[lay.group_starts][gid]
+        keep_ev = (new_ev > 0) & (rank <= room_g[gid])
         out: list[Finding] = []
-        for p in np.flatnonzero(post).tolist():
-            s = int(lay.slot[p])
-            if s not in self._alerts:  # alerted before alerts were kept (a snapshot of an older version)
-                continue
-            open_alert = self._alerts[s]
-            eid = batch.event_ids[int(srows[p])]
-            if evid[p] and len(open_alert["evidence"]) < self.max_evidence:
-                open_alert["evidence"].append(eid)
-            since = int(n_q[p]) - int(open_alert["n_at"])
-            if since <= 0 or since % UPDATE_EVERY:
+        for p in np.flatnonzero(due | keep_ev).tolist():
+            open_alert = self._alerts[int(lay.slot[p])]
+            if keep_ev[p]:
+                open_alert["evidence"].append(batch.event_ids[int(srows[p])])
+            if not due[p]:
                 continue
             t = float(batch.ts[int(srows[p])])
             first = open_alert["explanation"]
